@@ -1,0 +1,112 @@
+"""The one place that turns an identity (local login or an identity provider) into a user, roles and teams.
+
+Entra ID single sign-on (its own issue) verifies the ID token, builds an `Identity` and calls
+`identity_sign_in`; nothing else creates users from external identities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from apps.audit.services import Actor, audit_record
+from apps.teams.models import Membership, Team
+
+from .models import User
+
+
+@dataclass(frozen=True)
+class Identity:
+    issuer: str  # for Entra: the tenant id (tid)
+    subject: str  # for Entra: the object id (oid)
+    username: str
+    email: str = ""
+    first_name: str = ""
+    last_name: str = ""
+    # None means "the provider says nothing about this": leave what the portal has.
+    platform_roles: frozenset[str] | None = None
+    team_roles: dict[str, str] | None = field(default=None)  # team slug -> "lead" | "member"
+
+
+def identity_sign_in(*, identity: Identity, source_ip: str | None = None) -> User:
+    """Find or create the user keyed on (issuer, subject); refresh name, e-mail, roles and IdP memberships.
+
+    Memberships made by hand in the portal are kept; ones that came from the provider are added and removed.
+    """
+    with transaction.atomic():
+        user = (
+            User.objects.select_for_update()
+            .filter(identity_issuer=identity.issuer, identity_subject=identity.subject)
+            .first()
+        )
+        created = user is None
+        if user is None:
+            username = identity.username
+            if User.objects.filter(username=username).exists():
+                username = f"{identity.username}#{identity.subject[:8]}"
+            user = User(username=username, identity_issuer=identity.issuer, identity_subject=identity.subject)
+            user.set_unusable_password()
+        user.email, user.first_name, user.last_name = identity.email, identity.first_name, identity.last_name
+        if identity.platform_roles is not None:
+            user.is_platform_admin = "admin" in identity.platform_roles
+            user.is_finance = "finance" in identity.platform_roles
+        user.save()
+        actor = Actor(user=user, source_ip=source_ip)
+        if created:
+            audit_record(
+                actor=actor,
+                action="user.create_from_identity",
+                target=user,
+                after={
+                    "issuer": identity.issuer,
+                    "subject": identity.subject,
+                    "roles": sorted(identity.platform_roles or []),
+                },
+            )
+        if identity.team_roles is not None:
+            _sync_memberships(user=user, team_roles=identity.team_roles, actor=actor)
+    return user
+
+
+def _sync_memberships(*, user: User, team_roles: dict[str, str], actor: Actor) -> None:
+    teams = {t.slug: t for t in Team.objects.filter(slug__in=team_roles)}
+    current = {m.team.slug: m for m in Membership.objects.select_related("team").filter(user=user)}
+    for slug, role in team_roles.items():
+        team = teams.get(slug)
+        if team is None:
+            continue
+        membership = current.get(slug)
+        if membership is None:
+            membership = Membership.objects.create(
+                user=user, team=team, role=role, source=Membership.Source.IDENTITY_PROVIDER
+            )
+            audit_record(
+                actor=actor,
+                action="membership.add",
+                target=membership,
+                team=team,
+                after={"user": user.pk, "role": role, "source": "idp"},
+            )
+        elif membership.source == Membership.Source.IDENTITY_PROVIDER and membership.role != role:
+            before = membership.role
+            membership.role = role
+            membership.save(update_fields=["role"])
+            audit_record(
+                actor=actor,
+                action="membership.update",
+                target=membership,
+                team=team,
+                before={"role": before},
+                after={"role": role},
+            )
+    for slug, membership in current.items():
+        if membership.source == Membership.Source.IDENTITY_PROVIDER and slug not in team_roles:
+            audit_record(
+                actor=actor,
+                action="membership.remove",
+                target=membership,
+                team=membership.team,
+                before={"user": user.pk, "role": membership.role, "source": "idp"},
+            )
+            membership.delete()

@@ -1,0 +1,106 @@
+"""Writes for teams, memberships, GPU quotas and budgets. Each writes an AuditEvent."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from apps.accounts.models import User
+from apps.audit.services import Actor, audit_record, snapshot
+from apps.core.services import model_create, model_delete, model_update, save_validated
+from apps.inventory.models import GpuType
+
+from .models import Budget, GpuQuota, Membership, Team
+
+TEAM_FIELDS = ("name", "cost_center")
+BUDGET_FIELDS = ("monthly_amount", "currency", "alert_thresholds")
+
+
+def team_create(*, actor: Actor, slug: str, name: str, cost_center: str = "") -> Team:
+    with transaction.atomic():
+        team = Team(slug=slug, name=name, cost_center=cost_center)
+        save_validated(team)
+        # Scoped to the new team, so that its leads see how it was made.
+        audit_record(actor=actor, action="team.create", target=team, team=team, after=snapshot(team))
+    return team
+
+
+def team_update(*, actor: Actor, team: Team, **changes: Any) -> Team:
+    return model_update(team, actor=actor, action="team.update", data=changes, allowed=TEAM_FIELDS, team=team)
+
+
+def team_delete(*, actor: Actor, team: Team) -> None:
+    model_delete(team, actor=actor, action="team.delete", team=team)
+
+
+def membership_add(
+    *, actor: Actor, team: Team, user: User, role: str = Membership.Role.MEMBER, source: str = Membership.Source.MANUAL
+) -> Membership:
+    if Membership.objects.filter(team=team, user=user).exists():
+        raise ValidationError({"user": f"{user.get_username()} is already in {team.name}."})
+    return model_create(
+        Membership,
+        actor=actor,
+        action="membership.add",
+        team=team,
+        data={"team": team, "user": user, "role": role, "source": source},
+    )
+
+
+def membership_set_role(*, actor: Actor, membership: Membership, role: str) -> Membership:
+    return model_update(
+        membership,
+        actor=actor,
+        action="membership.update",
+        data={"role": role},
+        allowed=("role",),
+        team=membership.team,
+    )
+
+
+def membership_remove(*, actor: Actor, membership: Membership) -> None:
+    model_delete(membership, actor=actor, action="membership.remove", team=membership.team)
+
+
+def quota_set(*, actor: Actor, team: Team, gpu_type: GpuType, limit: int) -> GpuQuota:
+    """Create or change a team's GPU quota for a type (admin decision)."""
+    if limit is None or int(limit) < 0:
+        raise ValidationError({"limit": "The quota must be zero or more GPUs."})
+    with transaction.atomic():
+        existing = GpuQuota.objects.select_for_update().filter(team=team, gpu_type=gpu_type).first()
+        if existing is None:
+            return model_create(
+                GpuQuota,
+                actor=actor,
+                action="quota.create",
+                team=team,
+                data={"team": team, "gpu_type": gpu_type, "limit": int(limit)},
+            )
+        return model_update(
+            existing, actor=actor, action="quota.update", data={"limit": int(limit)}, allowed=("limit",), team=team
+        )
+
+
+def quota_delete(*, actor: Actor, quota: GpuQuota) -> None:
+    model_delete(quota, actor=actor, action="quota.delete", team=quota.team)
+
+
+def budget_set(
+    *,
+    actor: Actor,
+    team: Team,
+    monthly_amount: Decimal,
+    currency: str = "USD",
+    alert_thresholds: list[int] | None = None,
+) -> Budget:
+    data: dict[str, Any] = {"monthly_amount": monthly_amount, "currency": currency}
+    if alert_thresholds is not None:
+        data["alert_thresholds"] = sorted(set(alert_thresholds))
+    with transaction.atomic():
+        existing = Budget.objects.select_for_update().filter(team=team).first()
+        if existing is None:
+            return model_create(Budget, actor=actor, action="budget.create", team=team, data={"team": team, **data})
+        return model_update(existing, actor=actor, action="budget.update", data=data, allowed=BUDGET_FIELDS, team=team)
