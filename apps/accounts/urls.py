@@ -12,3 +12,7 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]
+
+from apps.core.placeholder import placeholder  # noqa: E402
+
+urlpatterns += [path("account/tokens/", placeholder, name="tokens")]

@@ -1,4 +1,8 @@
 from __future__ import annotations
 
+from django.urls import path
+
+from apps.core.placeholder import placeholder
+
 app_name = "catalog"
-urlpatterns: list = []
+urlpatterns = [path("", placeholder, name="list")]

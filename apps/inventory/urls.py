@@ -1,4 +1,11 @@
 from __future__ import annotations
 
+from django.urls import path
+
+from apps.core.placeholder import placeholder
+
 app_name = "inventory"
-urlpatterns: list = []
+urlpatterns = [
+    path("gpus/", placeholder, name="gpu_types"),
+    path("clusters/", placeholder, name="clusters"),
+]
