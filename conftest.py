@@ -13,6 +13,15 @@ from apps.teams.models import Membership, Team
 from apps.teams.tests.factories import MembershipFactory, TeamFactory
 
 
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings) -> None:
+    """Templates use {% static %}; the manifest storage needs collectstatic, which unit tests don't run."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 @pytest.fixture
 def team_a(db: None) -> Team:
     return TeamFactory(slug="team-a", name="Team A")
