@@ -14,6 +14,12 @@ from apps.teams.tests.factories import MembershipFactory, TeamFactory
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hasher(settings) -> None:
+    """Factories hash a password per user; the production hasher makes that seconds per test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _plain_static_storage(settings) -> None:
     """Templates use {% static %}; the manifest storage needs collectstatic, which unit tests don't run."""
     settings.STORAGES = {

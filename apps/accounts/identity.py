@@ -6,14 +6,18 @@ Entra ID single sign-on (its own issue) verifies the ID token, builds an `Identi
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
-from apps.audit.services import Actor, audit_record
+from apps.audit.services import Actor, audit_changes, audit_record, snapshot
 from apps.teams.models import Membership, Team
 
 from .models import User
+
+PROFILE_FIELDS = ["email", "first_name", "last_name", "is_platform_admin", "is_finance"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,15 @@ def identity_sign_in(*, identity: Identity, source_ip: str | None = None) -> Use
 
     Memberships made by hand in the portal are kept; ones that came from the provider are added and removed.
     """
+    try:
+        return _sign_in(identity=identity, source_ip=source_ip)
+    except IntegrityError:
+        # A concurrent first sign-in of the same person (two tabs) or a new user taking the same username won the
+        # insert. Its row is committed by now, so a second pass finds that user or picks another free username.
+        return _sign_in(identity=identity, source_ip=source_ip)
+
+
+def _sign_in(*, identity: Identity, source_ip: str | None) -> User:
     with transaction.atomic():
         user = (
             User.objects.select_for_update()
@@ -42,17 +55,23 @@ def identity_sign_in(*, identity: Identity, source_ip: str | None = None) -> Use
         )
         created = user is None
         if user is None:
-            username = identity.username
-            if User.objects.filter(username=username).exists():
-                username = f"{identity.username}#{identity.subject[:8]}"
-            user = User(username=username, identity_issuer=identity.issuer, identity_subject=identity.subject)
+            user = User(
+                username=_free_username(identity),
+                identity_issuer=identity.issuer,
+                identity_subject=identity.subject,
+            )
             user.set_unusable_password()
+        before = snapshot(user, PROFILE_FIELDS)
         user.email, user.first_name, user.last_name = identity.email, identity.first_name, identity.last_name
         if identity.platform_roles is not None:
             user.is_platform_admin = "admin" in identity.platform_roles
             user.is_finance = "finance" in identity.platform_roles
         user.save()
         actor = Actor(user=user, source_ip=source_ip)
+        old, new = audit_changes(before, snapshot(user, PROFILE_FIELDS))
+        if not created and new:
+            # Roles granted or taken away by the provider are changes like any other.
+            audit_record(actor=actor, action="user.update_from_identity", target=user, before=old, after=new)
         if created:
             audit_record(
                 actor=actor,
@@ -69,7 +88,22 @@ def identity_sign_in(*, identity: Identity, source_ip: str | None = None) -> Use
     return user
 
 
+def _free_username(identity: Identity) -> str:
+    """The provider's username if it is valid and free, else a valid variant; the key stays issuer+subject."""
+    limit = User._meta.get_field("username").max_length or 150
+    base = re.sub(r"[^\w.@+-]", "-", identity.username.strip())[: limit - 12] or "user"
+    suffix = re.sub(r"[^\w.@+-]", "-", identity.subject[:8])
+    candidates = [base, f"{base}.{suffix}"] + [f"{base}.{suffix}{n}" for n in range(2, 100)]
+    taken = set(User.objects.filter(username__in=candidates).values_list("username", flat=True))
+    for name in candidates:
+        if name not in taken:
+            return name
+    return f"{base}.{uuid.uuid4().hex[:8]}"
+
+
 def _sync_memberships(*, user: User, team_roles: dict[str, str], actor: Actor) -> None:
+    # An unknown role grants nothing (and removes a membership the provider gave before).
+    team_roles = {slug: role for slug, role in team_roles.items() if role in Membership.Role.values}
     teams = {t.slug: t for t in Team.objects.filter(slug__in=team_roles)}
     current = {m.team.slug: m for m in Membership.objects.select_related("team").filter(user=user)}
     for slug, role in team_roles.items():

@@ -71,6 +71,10 @@ class Access:
     def can_view_audit(self) -> bool:
         return self.sees_all_teams or self.is_lead
 
+    def can_view_team_audit(self, team_id: int) -> bool:
+        """The same rule as `scope_audit`, for one team: whether to show its audit events at all."""
+        return self.sees_all_teams or team_id in self.lead_team_ids
+
     # --- platform-wide checks -----------------------------------------------------------------
     def can_administer(self) -> bool:
         """Teams, quotas, catalog, GPU types and prices, clusters."""

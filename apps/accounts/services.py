@@ -63,6 +63,10 @@ def api_token_create(
     """Create a personal token. Returns the row and the raw token, which is never stored or shown again."""
     if not name or not name.strip():
         raise ValidationError({"name": "Give the token a name, e.g. what script uses it."})
+    if expires_at is not None and not isinstance(expires_at, datetime):
+        raise ValidationError({"expires_at": "Give a date and time."})
+    if expires_at is not None and timezone.is_naive(expires_at):
+        expires_at = timezone.make_aware(expires_at)
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
     raw = new_raw_token()

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 
 from .models import AuditEvent
@@ -53,7 +54,22 @@ def _jsonable(value: Any) -> Any:
 def snapshot(instance: models.Model, fields: Iterable[str] | None = None) -> dict[str, Any]:
     """The audited state of a model instance: concrete fields (foreign keys as ids), JSON-safe."""
     names = fields or [f.attname for f in instance._meta.concrete_fields]
-    return {name: _jsonable(getattr(instance, name)) for name in names}
+    return {name: _jsonable(_as_stored(instance, name)) for name in names}
+
+
+def _as_stored(instance: models.Model, name: str) -> Any:
+    """The value as the database keeps it: Decimal("10") in a 2-place column is 10.00, so it is no change."""
+    value = getattr(instance, name)
+    try:
+        field = instance._meta.get_field(name)
+    except FieldDoesNotExist:
+        return value
+    if isinstance(field, models.DecimalField) and isinstance(value, decimal.Decimal) and value.is_finite():
+        try:
+            return value.quantize(decimal.Decimal(1).scaleb(-field.decimal_places))
+        except decimal.InvalidOperation:  # more digits than a Decimal context holds: full_clean() refuses it
+            return value
+    return value
 
 
 def audit_record(

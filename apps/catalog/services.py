@@ -40,11 +40,25 @@ def _check(data: dict[str, Any]) -> None:
     args = data.get("default_engine_args")
     if args is not None and not isinstance(args, dict):
         errors["default_engine_args"] = "Give an object of engine argument -> value."
-    heads, kv = data.get("num_attention_heads"), data.get("num_kv_heads")
-    if isinstance(heads, int) and isinstance(kv, int) and kv > 0 and heads % kv != 0:
-        errors["num_kv_heads"] = "Attention heads must be a multiple of KV heads."
+    heads, kv = _as_int(data.get("num_attention_heads")), _as_int(data.get("num_kv_heads"))
+    if heads is not None and kv is not None and kv > 0:
+        if kv > heads:
+            errors["num_kv_heads"] = "KV heads cannot exceed attention heads."
+        elif heads % kv != 0:
+            errors["num_kv_heads"] = "Attention heads must be a multiple of KV heads."
     if errors:
         raise ValidationError(errors)
+
+
+def _as_int(value: Any) -> int | None:
+    """A whole number given as int or digits (forms and JSON send both); None leaves the check to full_clean."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def catalog_model_create(*, actor: Actor, **fields: Any) -> CatalogModel:

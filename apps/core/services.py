@@ -18,12 +18,34 @@ M = TypeVar("M", bound=models.Model)
 
 def save_validated(instance: models.Model, **save_kwargs: Any) -> None:
     instance.full_clean()
+    _save_checked(instance, **save_kwargs)
+
+
+def _save_checked(instance: models.Model, **save_kwargs: Any) -> None:
+    """Save an instance that full_clean() accepted, turning a lost race into a field error."""
     try:
         # A savepoint, so that a unique race that slips past full_clean() leaves the outer transaction usable.
         with transaction.atomic():
             instance.save(**save_kwargs)
-    except IntegrityError as exc:  # a concurrent insert won the race that full_clean() checked
-        raise ValidationError(f"Conflicts with an existing record: {exc.__cause__ or exc}") from exc
+    except IntegrityError as exc:  # a concurrent writer won the race that full_clean() checked
+        # The winner has committed by now (PostgreSQL waits for it before reporting a unique violation), so
+        # validating again names the field: "Team with this Slug already exists.", a deleted GPU type, ...
+        instance.full_clean()
+        raise ValidationError("This conflicts with a change someone else just made; try again.") from exc
+
+
+def whole_number(value: Any, *, field: str, message: str) -> int:
+    """A count given as an int or a string of digits; anything else (negative, 1.5, "abc") is `message`."""
+    if isinstance(value, bool):
+        raise ValidationError({field: message})
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit():
+            raise ValidationError({field: message})
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise ValidationError({field: message})
+    return value
 
 
 def model_create(
@@ -56,15 +78,19 @@ def model_update(
     if unknown:
         raise ValidationError({name: "This field cannot be changed here." for name in sorted(unknown)})
     with transaction.atomic():
-        locked = type(instance)._default_manager.select_for_update().get(pk=instance.pk)
+        locked = type(instance)._default_manager.select_for_update().filter(pk=instance.pk).first()
+        if locked is None:
+            raise ValidationError(f"{instance} no longer exists; it was deleted meanwhile.")
         before = snapshot(locked)
         for name, value in data.items():
             setattr(locked, name, value)
+        # Validate first: full_clean() turns "80" into 80, so an update to the same value is no change.
+        locked.full_clean()
         after = snapshot(locked)
         old, new = audit_changes(before, after)
         if not new:
             return locked
-        save_validated(locked)
+        _save_checked(locked)
         audit_record(actor=actor, action=action, target=locked, team=team, before=old, after=new)
     return locked
 
@@ -77,6 +103,7 @@ def model_delete(instance: models.Model, *, actor: Actor, action: str, team: Tea
         audit_record(actor=actor, action=action, target=instance, team=team, before=before, target_label=label)
         try:
             instance.delete()
-        except models.ProtectedError as exc:
-            names = sorted({obj._meta.verbose_name_plural for obj in exc.protected_objects})
-            raise ValidationError(f"{instance} is still used by: {', '.join(str(n) for n in names)}.") from exc
+        except (models.ProtectedError, models.RestrictedError) as exc:
+            users = exc.protected_objects if isinstance(exc, models.ProtectedError) else exc.restricted_objects
+            names = sorted({str(obj._meta.verbose_name_plural) for obj in users})
+            raise ValidationError(f"{instance} is still used by: {', '.join(names)}.") from exc

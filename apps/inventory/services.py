@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -11,11 +12,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor
-from apps.core.services import model_create, model_delete, model_update
+from apps.core.services import model_create, model_delete, model_update, whole_number
 
-from .models import ENV_VAR_NAME, Cluster, ClusterGpuInventory, GpuPrice, GpuType
+from .models import Cluster, ClusterGpuInventory, GpuPrice, GpuType
 
 GPU_TYPE_FIELDS = ("sku", "memory_gib", "node_selector_label", "node_selector_value", "ray_accelerator_type")
+# Stricter than the model's ENV_VAR_NAME on purpose: conventional variable names, and most token formats fail it.
+SECRET_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,99}")
+
 CLUSTER_FIELDS = (
     "name",
     "runtime",
@@ -59,18 +63,21 @@ def gpu_price_add(
     already computed for a past hour can never change (a correction is a new price from now on).
     """
     try:
-        price = Decimal(str(hourly_price))
+        price = Decimal(str(hourly_price).strip())
     except (InvalidOperation, ValueError):
         raise ValidationError({"hourly_price": "Enter a number."}) from None
+    if isinstance(hourly_price, bool) or not price.is_finite():  # NaN and Infinity parse, but are no price
+        raise ValidationError({"hourly_price": "Enter a number."})
     if price < 0:
         raise ValidationError({"hourly_price": "The price cannot be negative."})
-    if effective_from is None:
+    if not isinstance(effective_from, datetime):
         raise ValidationError({"effective_from": "Give the moment the price takes effect."})
     if timezone.is_naive(effective_from):
         effective_from = timezone.make_aware(effective_from, timezone.get_current_timezone())
     with transaction.atomic():
         # Serialise price changes per GPU type, so two admins cannot slip overlapping periods in together.
-        GpuType.objects.select_for_update().filter(pk=gpu_type.pk).first()
+        if GpuType.objects.select_for_update().filter(pk=gpu_type.pk).first() is None:
+            raise ValidationError({"gpu_type": "Unknown GPU type; it may have been deleted."})
         latest = GpuPrice.objects.filter(gpu_type=gpu_type).order_by("-effective_from").first()
         if latest is not None and effective_from <= latest.effective_from:
             raise ValidationError(
@@ -119,12 +126,12 @@ def _check_cluster(data: dict[str, Any]) -> None:
         errors["secret_env"] = "Give an object of secret name -> environment variable name."  # noqa: S105
     else:
         for key, env_name in secret_env.items():
-            try:
-                ENV_VAR_NAME(str(env_name))
-            except ValidationError:
+            # Upper case only: a value such as "hf_AbC123..." is a valid variable name but is a token.
+            if not isinstance(env_name, str) or not SECRET_ENV_NAME.fullmatch(env_name):
                 errors["secret_env"] = (
                     f"'{key}' must name an environment variable, not hold a secret value. Store the secret in the "
-                    "environment of the web and worker processes and give its variable name here."
+                    "environment of the web and worker processes and give its variable name here, in capitals "
+                    "(e.g. PARETO_HF_TOKEN)."
                 )
     if errors:
         raise ValidationError(errors)
@@ -152,22 +159,23 @@ def cluster_inventory_set(
     *, actor: Actor, cluster: Cluster, gpu_type: GpuType, count: int
 ) -> ClusterGpuInventory | None:
     """Set how many GPUs of a type the cluster has; zero removes the row."""
-    if count is None or int(count) < 0:
-        raise ValidationError({"count": "The GPU count must be zero or more."})
+    count = whole_number(count, field="count", message="The GPU count must be a whole number, zero or more.")
+    if gpu_type.pk is None or not GpuType.objects.filter(pk=gpu_type.pk).exists():
+        raise ValidationError({"gpu_type": "Unknown GPU type; it may have been deleted."})
     with transaction.atomic():
         row = ClusterGpuInventory.objects.select_for_update().filter(cluster=cluster, gpu_type=gpu_type).first()
         if row is None:
-            if int(count) == 0:
+            if count == 0:
                 return None
             return model_create(
                 ClusterGpuInventory,
                 actor=actor,
                 action="cluster_inventory.create",
-                data={"cluster": cluster, "gpu_type": gpu_type, "count": int(count)},
+                data={"cluster": cluster, "gpu_type": gpu_type, "count": count},
             )
-        if int(count) == 0:
+        if count == 0:
             model_delete(row, actor=actor, action="cluster_inventory.delete")
             return None
         return model_update(
-            row, actor=actor, action="cluster_inventory.update", data={"count": int(count)}, allowed=("count",)
+            row, actor=actor, action="cluster_inventory.update", data={"count": count}, allowed=("count",)
         )

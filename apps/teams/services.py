@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -10,13 +11,22 @@ from django.db import transaction
 
 from apps.accounts.models import User
 from apps.audit.services import Actor, audit_record, snapshot
-from apps.core.services import model_create, model_delete, model_update, save_validated
+from apps.core.services import model_create, model_delete, model_update, save_validated, whole_number
 from apps.inventory.models import GpuType
 
 from .models import Budget, GpuQuota, Membership, Team
 
 TEAM_FIELDS = ("name", "cost_center")
 BUDGET_FIELDS = ("monthly_amount", "currency", "alert_thresholds")
+
+
+def _lock_team(team: Team) -> None:
+    """Serialise writes to one team's memberships, quotas and budget.
+
+    Without it two concurrent "add" or "set" calls both find no row and the second one's insert collides; with
+    it the second waits, then sees the first one's row (a clear field error, or an update instead of a create).
+    """
+    Team.objects.select_for_update(no_key=True).filter(pk=team.pk).first()
 
 
 def team_create(*, actor: Actor, slug: str, name: str, cost_center: str = "") -> Team:
@@ -39,15 +49,17 @@ def team_delete(*, actor: Actor, team: Team) -> None:
 def membership_add(
     *, actor: Actor, team: Team, user: User, role: str = Membership.Role.MEMBER, source: str = Membership.Source.MANUAL
 ) -> Membership:
-    if Membership.objects.filter(team=team, user=user).exists():
-        raise ValidationError({"user": f"{user.get_username()} is already in {team.name}."})
-    return model_create(
-        Membership,
-        actor=actor,
-        action="membership.add",
-        team=team,
-        data={"team": team, "user": user, "role": role, "source": source},
-    )
+    with transaction.atomic():
+        _lock_team(team)
+        if Membership.objects.filter(team=team, user=user).exists():
+            raise ValidationError({"user": f"{user.get_username()} is already in {team.name}."})
+        return model_create(
+            Membership,
+            actor=actor,
+            action="membership.add",
+            team=team,
+            data={"team": team, "user": user, "role": role, "source": source},
+        )
 
 
 def membership_set_role(*, actor: Actor, membership: Membership, role: str) -> Membership:
@@ -67,9 +79,11 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
 
 def quota_set(*, actor: Actor, team: Team, gpu_type: GpuType, limit: int) -> GpuQuota:
     """Create or change a team's GPU quota for a type (admin decision)."""
-    if limit is None or int(limit) < 0:
-        raise ValidationError({"limit": "The quota must be zero or more GPUs."})
+    limit = whole_number(limit, field="limit", message="The quota must be a whole number of GPUs, zero or more.")
+    if gpu_type.pk is None or not GpuType.objects.filter(pk=gpu_type.pk).exists():
+        raise ValidationError({"gpu_type": "Unknown GPU type; it may have been deleted."})
     with transaction.atomic():
+        _lock_team(team)
         existing = GpuQuota.objects.select_for_update().filter(team=team, gpu_type=gpu_type).first()
         if existing is None:
             return model_create(
@@ -77,10 +91,10 @@ def quota_set(*, actor: Actor, team: Team, gpu_type: GpuType, limit: int) -> Gpu
                 actor=actor,
                 action="quota.create",
                 team=team,
-                data={"team": team, "gpu_type": gpu_type, "limit": int(limit)},
+                data={"team": team, "gpu_type": gpu_type, "limit": limit},
             )
         return model_update(
-            existing, actor=actor, action="quota.update", data={"limit": int(limit)}, allowed=("limit",), team=team
+            existing, actor=actor, action="quota.update", data={"limit": limit}, allowed=("limit",), team=team
         )
 
 
@@ -98,8 +112,14 @@ def budget_set(
 ) -> Budget:
     data: dict[str, Any] = {"monthly_amount": monthly_amount, "currency": currency}
     if alert_thresholds is not None:
-        data["alert_thresholds"] = sorted(set(alert_thresholds))
+        message = "Give percentages as whole numbers from 1 to 1000, e.g. 80, 100."
+        if isinstance(alert_thresholds, str | bytes) or not isinstance(alert_thresholds, Iterable):
+            raise ValidationError({"alert_thresholds": message})
+        data["alert_thresholds"] = sorted(
+            {whole_number(v, field="alert_thresholds", message=message) for v in alert_thresholds}
+        )
     with transaction.atomic():
+        _lock_team(team)
         existing = Budget.objects.select_for_update().filter(team=team).first()
         if existing is None:
             return model_create(Budget, actor=actor, action="budget.create", team=team, data={"team": team, **data})
