@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from apps.core.placeholder import placeholder
+from . import views
 
 app_name = "audit"
-urlpatterns = [path("", placeholder, name="list")]
+urlpatterns = [path("", views.audit_list, name="list")]
