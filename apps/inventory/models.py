@@ -104,6 +104,8 @@ class ClusterGpuInventory(models.Model):
 
     class Meta:
         ordering = ["cluster__name", "gpu_type__sku"]
+        verbose_name = "cluster GPU inventory"
+        verbose_name_plural = "cluster GPU inventory"
         constraints = [
             models.UniqueConstraint(fields=["cluster", "gpu_type"], name="inventory_cluster_gpu_unique"),
         ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -15,6 +15,9 @@ from apps.audit.services import Actor
 from apps.core.services import model_create, model_delete, model_update, whole_number
 
 from .models import Cluster, ClusterGpuInventory, GpuPrice, GpuType
+
+# A price change entered "now" through a form reaches the service a little later.
+BACKDATE_LEEWAY = timedelta(minutes=5)
 
 GPU_TYPE_FIELDS = ("sku", "memory_gib", "node_selector_label", "node_selector_value", "ray_accelerator_type")
 # Stricter than the model's ENV_VAR_NAME on purpose: conventional variable names, and most token formats fail it.
@@ -85,6 +88,17 @@ def gpu_price_add(
                     "effective_from": (
                         f"Overlaps the price period of {latest.hourly_price} {latest.currency}/h in force from "
                         f"{latest.effective_from:%Y-%m-%d %H:%M %Z}; a new price must start after it."
+                    )
+                }
+            )
+        if latest is not None and effective_from < timezone.now() - BACKDATE_LEEWAY:
+            # The first price of a type may start in the past (it opens the history); a later one may not,
+            # since it would re-price hours that were already costed under the previous price.
+            raise ValidationError(
+                {
+                    "effective_from": (
+                        "A price change cannot start in the past: it would change costs already computed with "
+                        f"the price in force since {latest.effective_from:%Y-%m-%d %H:%M %Z}. Start it now or later."
                     )
                 }
             )

@@ -107,10 +107,13 @@ def budget_set(
     actor: Actor,
     team: Team,
     monthly_amount: Decimal,
-    currency: str = "USD",
+    currency: str | None = None,
     alert_thresholds: list[int] | None = None,
 ) -> Budget:
-    data: dict[str, Any] = {"monthly_amount": monthly_amount, "currency": currency}
+    """Create or change a team's monthly budget. A currency left out keeps the budget's own (USD when new)."""
+    data: dict[str, Any] = {"monthly_amount": monthly_amount}
+    if currency is not None:
+        data["currency"] = currency
     if alert_thresholds is not None:
         message = "Give percentages as whole numbers from 1 to 1000, e.g. 80, 100."
         if isinstance(alert_thresholds, str | bytes) or not isinstance(alert_thresholds, Iterable):

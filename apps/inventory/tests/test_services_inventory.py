@@ -137,7 +137,7 @@ def test_gpu_type_delete_audits_the_type(actor):
     ("make_user", "used_by"),
     [
         (lambda gpu: GpuQuotaFactory(gpu_type=gpu), "gpu quotas"),
-        (lambda gpu: ClusterGpuInventoryFactory(gpu_type=gpu), "cluster gpu inventor"),  # Django's plural
+        (lambda gpu: ClusterGpuInventoryFactory(gpu_type=gpu), "cluster GPU inventory"),  # Django's plural
         (lambda gpu: CatalogModelFactory(recommended_gpu_type=gpu), "catalog models"),
     ],
     ids=["quota", "inventory", "catalog"],
@@ -180,13 +180,35 @@ def test_gpu_price_add_audits_the_price(actor):
 
 def test_gpu_price_add_after_the_latest_price_starts_a_new_period(actor):
     gpu = GpuTypeFactory()
-    first = GpuPriceFactory(gpu_type=gpu, effective_from=dt.datetime(2025, 1, 1, tzinfo=UTC))
+    first = GpuPriceFactory(gpu_type=gpu, effective_from=timezone.now() + dt.timedelta(days=1))
     services.gpu_price_add(
         actor=actor,
         gpu_type=gpu,
         hourly_price=Decimal("2"),
         effective_from=first.effective_from + dt.timedelta(seconds=1),
     )
+    assert GpuPrice.objects.filter(gpu_type=gpu).count() == 2
+
+
+def test_gpu_price_add_may_open_the_history_in_the_past(actor):
+    gpu = GpuTypeFactory()
+    services.gpu_price_add(
+        actor=actor, gpu_type=gpu, hourly_price="1", effective_from=dt.datetime(2025, 1, 1, tzinfo=UTC)
+    )
+    assert GpuPrice.objects.filter(gpu_type=gpu).count() == 1
+
+
+def test_gpu_price_change_cannot_start_in_the_past(actor):
+    """A later price that starts in the past would re-price hours already costed with the earlier one."""
+    gpu = GpuTypeFactory()
+    GpuPriceFactory(gpu_type=gpu, effective_from=dt.datetime(2025, 1, 1, tzinfo=UTC))
+    with refused("effective_from") as info:
+        services.gpu_price_add(
+            actor=actor, gpu_type=gpu, hourly_price="2", effective_from=timezone.now() - dt.timedelta(hours=1)
+        )
+    assert "cannot start in the past" in str(info.value.message_dict["effective_from"])
+    assert GpuPrice.objects.filter(gpu_type=gpu).count() == 1
+    services.gpu_price_add(actor=actor, gpu_type=gpu, hourly_price="2", effective_from=timezone.now())
     assert GpuPrice.objects.filter(gpu_type=gpu).count() == 2
 
 

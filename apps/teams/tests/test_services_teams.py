@@ -554,3 +554,14 @@ def test_quota_set_in_one_team_leaves_another_team_alone(actor, team_a, team_b):
     assert GpuQuota.objects.get(pk=quota_b.pk).limit == 3
     assert Membership.objects.filter(pk=other.pk).exists()
     assert AuditEvent.objects.get(action="quota.create").team_id == team_a.pk
+
+
+def test_budget_set_without_currency_keeps_the_budgets_own(actor, team_a):
+    services.budget_set(actor=actor, team=team_a, monthly_amount=Decimal("500"), currency="EUR")
+    budget = services.budget_set(actor=actor, team=team_a, monthly_amount=Decimal("700"))
+    budget.refresh_from_db()
+    assert (budget.monthly_amount, budget.currency) == (Decimal("700.00"), "EUR")
+
+
+def test_budget_set_new_budget_defaults_to_usd(actor, team_a):
+    assert services.budget_set(actor=actor, team=team_a, monthly_amount=Decimal("1")).currency == "USD"
