@@ -45,6 +45,14 @@ class Config(BaseSettings):
     # A worker heartbeat older than this makes /readyz fail.
     worker_heartbeat_max_age_seconds: int = Field(120, ge=5, validation_alias="PARETO_WORKER_HEARTBEAT_MAX_AGE")
     worker_heartbeat_interval_seconds: float = Field(30.0, gt=0, validation_alias="PARETO_WORKER_HEARTBEAT_INTERVAL")
+    # Endpoint lifecycle (apps.endpoints): Pareto's own limit for a rollout, status polling backoff, reconciler.
+    deploy_deadline_seconds: int = Field(900, ge=10, validation_alias="PARETO_DEPLOY_DEADLINE")
+    poll_initial_seconds: float = Field(0.5, gt=0, validation_alias="PARETO_POLL_INITIAL")
+    poll_max_seconds: float = Field(2.0, gt=0, validation_alias="PARETO_POLL_MAX")
+    reconcile_interval_seconds: float = Field(30.0, gt=0, validation_alias="PARETO_RECONCILE_INTERVAL")
+    ray_http_timeout_seconds: float = Field(10.0, gt=0, validation_alias="PARETO_RAY_HTTP_TIMEOUT")
+    # KV-cache budget (GiB) per vLLM replica on CPU-only clusters (VLLM_CPU_KVCACHE_SPACE).
+    cpu_kvcache_gib: int = Field(1, ge=1, validation_alias="PARETO_CPU_KVCACHE_GIB")
     email_backend: str = Field(
         "django.core.mail.backends.console.EmailBackend", validation_alias="PARETO_EMAIL_BACKEND"
     )

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "apps.teams",
     "apps.inventory",
     "apps.catalog",
+    "apps.endpoints",
     "apps.core",
 ]
 
@@ -70,6 +71,7 @@ TEMPLATES = [
 
 DATABASES = {"default": dj_database_url.parse(CONFIG.database_url, conn_max_age=60, conn_health_checks=True)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour: a URL typed without a scheme is https
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CONFIG.redis_url}}
 
@@ -165,6 +167,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 PARETO_WORKER_HEARTBEAT_MAX_AGE = CONFIG.worker_heartbeat_max_age_seconds
 PARETO_WORKER_HEARTBEAT_INTERVAL = CONFIG.worker_heartbeat_interval_seconds
+PARETO_DEPLOY_DEADLINE_SECONDS = CONFIG.deploy_deadline_seconds
+PARETO_POLL_INITIAL_SECONDS = CONFIG.poll_initial_seconds
+PARETO_POLL_MAX_SECONDS = CONFIG.poll_max_seconds
+PARETO_RECONCILE_INTERVAL_SECONDS = CONFIG.reconcile_interval_seconds
+PARETO_RAY_HTTP_TIMEOUT = CONFIG.ray_http_timeout_seconds
+PARETO_CPU_KVCACHE_GIB = CONFIG.cpu_kvcache_gib
 
 LOGGING = {
     "version": 1,

@@ -13,4 +13,8 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
             "task": "apps.core.tasks.worker_heartbeat",
             "schedule": float(settings.PARETO_WORKER_HEARTBEAT_INTERVAL),
         },
+        "endpoints-reconcile": {
+            "task": "endpoints.reconcile_all",
+            "schedule": float(settings.PARETO_RECONCILE_INTERVAL_SECONDS),
+        },
     }

@@ -82,6 +82,14 @@ class Cluster(models.Model):
         help_text="Environment variable holding the kubeconfig path.",
     )
     kube_context = models.CharField(max_length=200, blank=True, default="")
+    ray_serve_url = models.URLField(
+        "Ray Serve URL", blank=True, default="", help_text="Where Serve's HTTP proxy answers, e.g. http://10.0.0.5:8000"
+    )
+    cpu_only = models.BooleanField(
+        "CPU-only cluster",
+        default=False,
+        help_text="Replicas get CPU bundles instead of GPUs (a laptop or CI); its 'GPU' type counts CPUs.",
+    )
     # Secrets are never stored here: only the names of environment variables that hold them.
     secret_env = models.JSONField(
         default=dict,

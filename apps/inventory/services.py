@@ -28,6 +28,8 @@ CLUSTER_FIELDS = (
     "runtime",
     "description",
     "ray_dashboard_url",
+    "ray_serve_url",
+    "cpu_only",
     "kube_auth",
     "kubeconfig_env",
     "kube_context",

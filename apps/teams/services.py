@@ -16,7 +16,7 @@ from apps.inventory.models import GpuType
 
 from .models import Budget, GpuQuota, Membership, Team
 
-TEAM_FIELDS = ("name", "cost_center")
+TEAM_FIELDS = ("name", "cost_center", "approval_policy")
 BUDGET_FIELDS = ("monthly_amount", "currency", "alert_thresholds")
 
 
