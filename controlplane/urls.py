@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("apps.inventory.api.urls")),
     path("", include("apps.catalog.api.urls")),
     path("", include("apps.audit.api.urls")),
+    path("", include("apps.endpoints.api.urls")),
 ]
 
 urlpatterns = [
@@ -19,6 +20,7 @@ urlpatterns = [
     path("inventory/", include("apps.inventory.urls")),
     path("catalog/", include("apps.catalog.urls")),
     path("audit/", include("apps.audit.urls")),
+    path("endpoints/", include("apps.endpoints.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
