@@ -23,13 +23,16 @@ def default_thresholds() -> list[int]:
 class Team(models.Model):
     slug = models.CharField(max_length=40, unique=True, validators=[DNS1123_LABEL])
     name = models.CharField(max_length=120)
+
     class ApprovalPolicy(models.TextChoices):
         AUTO = "auto", "Approve requests that fit the quota at once"
         REVIEW = "review", "An admin reviews every request"
 
     cost_center = models.CharField("cost-center code", max_length=40, blank=True, default="")
     approval_policy = models.CharField(
-        max_length=10, choices=ApprovalPolicy.choices, default=ApprovalPolicy.AUTO,
+        max_length=10,
+        choices=ApprovalPolicy.choices,
+        default=ApprovalPolicy.AUTO,
         help_text="What happens to an endpoint request that fits the team's free GPU quota.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
