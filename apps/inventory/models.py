@@ -90,6 +90,46 @@ class Cluster(models.Model):
         default=False,
         help_text="Replicas get CPU bundles instead of GPUs (a laptop or CI); its 'GPU' type counts CPUs.",
     )
+
+    # Kubernetes runtime (apps.endpoints.runtime.kubernetes).
+    class KubeFlavour(models.TextChoices):
+        RAYSERVICE = "rayservice", "KubeRay RayService per endpoint"
+        DEPLOYMENT = "deployment", "Plain vLLM Deployment per endpoint (no KubeRay)"
+
+    kube_flavour = models.CharField(
+        "engine flavour", max_length=20, choices=KubeFlavour.choices, default=KubeFlavour.RAYSERVICE
+    )
+    kube_ray_image = models.CharField(
+        "Ray image", max_length=300, blank=True, default="", help_text="Image for RayService head and workers."
+    )
+    kube_vllm_image = models.CharField(
+        "vLLM image", max_length=300, blank=True, default="", help_text="Image for the plain Deployment flavour."
+    )
+    kube_ingress_host = models.CharField(
+        "ingress host", max_length=253, blank=True, default="", help_text="External host for endpoint URLs, if any."
+    )
+    kube_hf_token_secret = models.CharField(
+        "model-hub token Secret",
+        max_length=253,
+        blank=True,
+        default="",
+        help_text="Name of a Secret (key HF_TOKEN) in each team namespace holding the model-hub token.",
+    )
+
+    # Metering (apps.metering): where endpoint metrics come from.
+    class MetricsSource(models.TextChoices):
+        DIRECT = "direct", "Scrape the serving processes' /metrics"
+        PROMETHEUS = "prometheus", "Query an existing Prometheus server"
+
+    metrics_source = models.CharField(max_length=12, choices=MetricsSource.choices, default=MetricsSource.DIRECT)
+    metrics_urls = models.TextField(
+        "metrics URLs",
+        blank=True,
+        default="",
+        help_text="Direct scraping of a Ray cluster: its nodes' metrics export URLs, one per line.",
+    )
+    prometheus_url = models.URLField("Prometheus URL", blank=True, default="")
+    last_reconciled_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Secrets are never stored here: only the names of environment variables that hold them.
     secret_env = models.JSONField(
         default=dict,

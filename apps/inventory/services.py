@@ -34,6 +34,14 @@ CLUSTER_FIELDS = (
     "kubeconfig_env",
     "kube_context",
     "secret_env",
+    "kube_flavour",
+    "kube_ray_image",
+    "kube_vllm_image",
+    "kube_ingress_host",
+    "kube_hf_token_secret",
+    "metrics_source",
+    "metrics_urls",
+    "prometheus_url",
 )
 
 
