@@ -73,9 +73,13 @@ class ClusterForm(forms.ModelForm):
     class Meta:
         model = Cluster
         # The Kubernetes engine and metrics settings get their own form section with the runtimes that use them.
-        fields = tuple(f for f in CLUSTER_FIELDS if not f.startswith(("kube_flavour", "kube_ray", "kube_vllm",
-                                                                       "kube_ingress", "kube_hf", "metrics_",
-                                                                       "prometheus_")))
+        fields = tuple(
+            f
+            for f in CLUSTER_FIELDS
+            if not f.startswith(
+                ("kube_flavour", "kube_ray", "kube_vllm", "kube_ingress", "kube_hf", "metrics_", "prometheus_")
+            )
+        )
         labels = {"kube_auth": "Kubernetes authentication", "kube_context": "Kubernetes context"}
         help_texts = {"kube_context": "Leave empty to use the kubeconfig's current context."}
 
