@@ -7,6 +7,7 @@ tensor-parallel size are fields of the endpoint itself, not engine arguments her
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,8 @@ class Arg:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValidationError(f"{name} must be a whole number.")
         elif self.kind is float:
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            # NaN passes every range check, and PostgreSQL's jsonb cannot store it.
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValidationError(f"{name} must be a number.")
             value = float(value)
         elif self.kind is str and not isinstance(value, str):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
@@ -91,6 +92,24 @@ def _endpoints(cluster: Cluster, states: tuple[str, ...]) -> list[Endpoint]:
     )
 
 
+def _close_stale_operations(cluster_id: int, now: dt.datetime) -> None:
+    """Fail open operations that no longer match their endpoint's state (e.g. an apply of an endpoint deleted
+    before it ran). Left open, a pending one would make every observe ask for another apply, forever."""
+    S, K = Endpoint.State, Operation.Kind
+    still_wanted = (
+        Q(kind=K.APPLY, endpoint__state__in=(S.APPROVED, S.PROVISIONING))
+        | Q(kind=K.UPDATE, endpoint__state=S.UPDATING)
+        | Q(kind=K.DELETE, endpoint__state=S.DELETING)
+    )
+    Operation.objects.filter(cluster_id=cluster_id, state__in=Operation.OPEN, endpoint__isnull=False).exclude(
+        still_wanted
+    ).update(
+        state=Operation.State.FAILED,
+        message="Superseded: the endpoint changed before this was carried out.",
+        finished_at=now,
+    )
+
+
 def cluster_apply(*, cluster_id: int) -> None:
     """Apply the database's desired set of endpoints to the cluster. Raises TransientRuntimeError to be retried."""
     transient: TransientRuntimeError | None = None
@@ -100,14 +119,18 @@ def cluster_apply(*, cluster_id: int) -> None:
         desired = _endpoints(cluster, Endpoint.DEPLOYED)
         deleting = _endpoints(cluster, (Endpoint.State.DELETING,))
         now = timezone.now()
-        ops: list[Operation] = []
+        _close_stale_operations(cluster_id, now)
+        carried: list[Operation] = []
         for endpoint in desired:
             if endpoint.state == Endpoint.State.APPROVED:
-                ops.append(_open_operation(endpoint, Operation.Kind.APPLY))
+                carried.append(_open_operation(endpoint, Operation.Kind.APPLY))
             elif endpoint.state == Endpoint.State.UPDATING:
-                ops.append(_open_operation(endpoint, Operation.Kind.UPDATE))
-        ops.extend(_open_operation(e, Operation.Kind.DELETE) for e in deleting)
-        for op in ops:
+                carried.append(_open_operation(endpoint, Operation.Kind.UPDATE))
+        carried.extend(_open_operation(e, Operation.Kind.DELETE) for e in deleting)
+        # Only an intent not carried out yet makes this an attempt; sending again what an earlier apply already
+        # delivered (every apply sends the whole set) is not, so applying twice changes nothing.
+        attempts = [op for op in carried if op.state == Operation.State.PENDING]
+        for op in attempts:
             op.attempts += 1
             op.state = Operation.State.RUNNING
             op.started_at = op.started_at or now
@@ -115,11 +138,13 @@ def cluster_apply(*, cluster_id: int) -> None:
             runtime_for(cluster).apply(cluster, desired)
         except TransientRuntimeError as exc:
             transient = exc
-            for op in ops:
+            for op in attempts:
+                # Still pending: not carried out, so the next observe asks for an apply even if retries run out.
+                op.state = Operation.State.PENDING
                 op.message = f"Attempt {op.attempts} failed, will retry: {exc}"
                 op.save()
         except PermanentRuntimeError as exc:
-            for op in ops:
+            for op in carried:
                 op.state, op.message, op.finished_at = Operation.State.FAILED, str(exc), now
                 op.save()
             for endpoint in desired:
@@ -128,11 +153,12 @@ def cluster_apply(*, cluster_id: int) -> None:
                     expect=endpoint.state,
                     to=Endpoint.State.FAILED,
                     message=f"The runtime refused the configuration: {exc}",
+                    deadline_at=None,
                 )
                 if refused:
                     notifications.endpoint_failed(endpoint)
         else:
-            for op in ops:
+            for op in attempts:
                 op.message = "Applied; waiting for the runtime to report."
                 op.save()
             for endpoint in desired:
@@ -150,6 +176,9 @@ def cluster_apply(*, cluster_id: int) -> None:
                     )
     if transient is not None:
         raise transient
+
+
+_HEALTHY_MESSAGES = ("Ready.", "Change rolled out.")
 
 
 def _late(endpoint: Endpoint, now: dt.datetime) -> bool:
@@ -201,9 +230,12 @@ def _decide(endpoint: Endpoint, seen: Observed, runtime_base_url: str, now: dt.d
                 ),
             )
             return False, True
-        if seen.message and seen.message != endpoint.state_message:
-            Endpoint.objects.filter(pk=endpoint.pk, state=state).update(state_message=seen.message[:4000])
-            Operation.objects.filter(endpoint=endpoint, state=Operation.State.RUNNING).update(message=seen.message)
+        said = seen.message[:4000]
+        if said and said != endpoint.state_message:
+            Endpoint.objects.filter(pk=endpoint.pk, state=state).update(state_message=said)
+            Operation.objects.filter(
+                endpoint=endpoint, kind__in=(Operation.Kind.APPLY, Operation.Kind.UPDATE), state=Operation.State.RUNNING
+            ).update(message=said)
         return True, seen.phase == Phase.MISSING
     if state == S.APPROVED:
         return True, True
@@ -216,7 +248,12 @@ def _decide(endpoint: Endpoint, seen: Observed, runtime_base_url: str, now: dt.d
         if seen.phase == Phase.FAILED:
             _fail(endpoint, message=f"The runtime reports it failed: {seen.message}")
             return False, True
-        message = f"Unhealthy: {seen.message}" if seen.phase == Phase.UNHEALTHY else "Ready."
+        if seen.phase == Phase.UNHEALTHY:
+            message = f"Unhealthy: {seen.message}"[:4000]
+        elif endpoint.state_message in _HEALTHY_MESSAGES:
+            message = endpoint.state_message  # keep "Change rolled out." rather than rewrite it on every poll
+        else:
+            message = "Ready."
         if seen.replicas != endpoint.observed_replicas or message != endpoint.state_message:
             Endpoint.objects.filter(pk=endpoint.pk, state=S.READY).update(
                 observed_replicas=seen.replicas, state_message=message

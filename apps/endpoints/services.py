@@ -17,6 +17,7 @@ from apps.audit.services import Actor, audit_record, snapshot
 from apps.catalog.models import CatalogModel
 from apps.core.services import save_validated, whole_number
 from apps.inventory.models import Cluster, GpuType
+from apps.metering.selectors import budget_block_reason
 from apps.teams.models import Team
 from apps.teams.services import quota_set
 
@@ -29,6 +30,9 @@ SPEC_FIELDS = ("gpus_per_replica", "min_replicas", "max_replicas", "max_model_le
 
 
 def _lock_team(team: Team) -> None:
+    """Serialise one team's reservation changes. Taken before any other row lock; those use `of=("self",)`,
+    because a plain FOR UPDATE also locks every select_related row (team, GPU type, catalog model), which would
+    block other teams' requests for the same model and can deadlock against this lock."""
     Team.objects.select_for_update(no_key=True).filter(pk=team.pk).first()
 
 
@@ -115,25 +119,42 @@ def endpoint_request(
     if gpu_type is None:
         raise ValidationError({"gpu_type": "Choose a GPU type."})
     errors: dict[str, str] = {}
+    try:
+        name = Endpoint._meta.get_field("name").clean(name, None)
+    except ValidationError as exc:
+        errors["name"] = " ".join(exc.messages)
     if model.status != CatalogModel.Status.APPROVED:
         errors["model"] = f"{model.name} is {model.get_status_display().lower()}; choose an approved model."
+    if (over_budget := budget_block_reason(team=team)) is not None:
+        errors["team"] = over_budget
     per_replica = _count(gpus_per_replica, "gpus_per_replica")
     low, high = _count(min_replicas, "min_replicas"), _count(max_replicas, "max_replicas")
     if low > high:
         errors["min_replicas"] = "Minimum replicas cannot exceed maximum replicas."
+    # Catalog defaults use vLLM's names, and two of them are endpoint fields here, not engine arguments: the
+    # model's `max_model_len` is the default context, and the tensor-parallel size is `gpus_per_replica`.
+    defaults = dict(model.default_engine_args or {})
+    default_context = defaults.pop("max_model_len", None)
+    defaults.pop("tensor_parallel_size", None)
     context = model.context_length
     if max_model_len not in (None, ""):
         context = _count(max_model_len, "max_model_len", minimum=16)
+    elif isinstance(default_context, int) and 16 <= default_context <= model.context_length:
+        context = default_context
     if context > model.context_length:
         errors["max_model_len"] = f"{model.name} supports at most {model.context_length} tokens of context."
     if errors:
         raise ValidationError(errors)
-    args = validate_engine_args({**(model.default_engine_args or {}), **(engine_args or {})})
+    args = validate_engine_args({**defaults, **(engine_args or {})})
     needed = per_replica * high
     _check_capacity(cluster=cluster, gpu_type=gpu_type, needed=needed)
 
     with transaction.atomic():
         _lock_team(team)
+        # Checked under the team lock, so two requests for one name cannot both pass; a field error, not a
+        # form-wide one (the model constraint's own message names no field).
+        if Endpoint.objects.filter(team=team, name=name).exclude(state__in=Endpoint.FINAL).exists():
+            raise ValidationError({"name": f"{team.name} already has an endpoint named {name}."})
         fit = quota_fit(team=team, gpu_type=gpu_type, needed=needed)
         endpoint = Endpoint(
             team=team,
@@ -171,9 +192,18 @@ def endpoint_approve(*, actor: Actor, endpoint: Endpoint) -> Endpoint:
     """Approve a waiting request. If it does not fit, approving raises the team's quota just enough (audited)."""
     with transaction.atomic():
         _lock_team(endpoint.team)
-        endpoint = Endpoint.objects.select_for_update().select_related("team", "gpu_type").get(pk=endpoint.pk)
+        endpoint = (
+            Endpoint.objects.select_for_update(of=("self",))
+            .select_related("team", "gpu_type", "model")
+            .get(pk=endpoint.pk)
+        )
         if endpoint.state != Endpoint.State.PENDING_APPROVAL:
             raise _wrong_state(endpoint, "waiting request", "approved")
+        if endpoint.model.status != CatalogModel.Status.APPROVED:
+            # The catalog changed since the request: approving would start a model nobody may deploy any more.
+            raise ValidationError(
+                f"{endpoint.model.name} is {endpoint.model.get_status_display().lower()} now; reject the request."
+            )
         fit = quota_fit(team=endpoint.team, gpu_type=endpoint.gpu_type, needed=endpoint.reserved_gpus)
         message = "Approved."
         if not fit.fits:
@@ -197,7 +227,7 @@ def endpoint_reject(*, actor: Actor, endpoint: Endpoint, reason: str) -> Endpoin
     if not reason or not reason.strip():
         raise ValidationError({"reason": "Say why, so the team knows what to change."})
     with transaction.atomic():
-        endpoint = Endpoint.objects.select_for_update().select_related("team").get(pk=endpoint.pk)
+        endpoint = Endpoint.objects.select_for_update(of=("self",)).select_related("team").get(pk=endpoint.pk)
         if endpoint.state != Endpoint.State.PENDING_APPROVAL:
             raise _wrong_state(endpoint, "waiting request", "rejected")
         _transition(endpoint, actor=actor, to=Endpoint.State.REJECTED, message=reason.strip(), action="endpoint.reject")
@@ -217,7 +247,7 @@ def endpoint_update(
     with transaction.atomic():
         _lock_team(endpoint.team)
         endpoint = (
-            Endpoint.objects.select_for_update()
+            Endpoint.objects.select_for_update(of=("self",))
             .select_related("team", "gpu_type", "cluster", "model")
             .get(pk=endpoint.pk)
         )
@@ -260,9 +290,15 @@ def endpoint_retry(*, actor: Actor, endpoint: Endpoint) -> Endpoint:
     """Try a failed endpoint again: it re-reserves its GPUs (must fit) and is applied anew."""
     with transaction.atomic():
         _lock_team(endpoint.team)
-        endpoint = Endpoint.objects.select_for_update().select_related("team", "gpu_type").get(pk=endpoint.pk)
+        endpoint = (
+            Endpoint.objects.select_for_update(of=("self",))
+            .select_related("team", "gpu_type", "model")
+            .get(pk=endpoint.pk)
+        )
         if endpoint.state != Endpoint.State.FAILED:
             raise _wrong_state(endpoint, "failed endpoint", "retried")
+        if endpoint.model.status == CatalogModel.Status.BLOCKED:
+            raise ValidationError(f"{endpoint.model.name} is blocked; it cannot be started again.")
         fit = quota_fit(team=endpoint.team, gpu_type=endpoint.gpu_type, needed=endpoint.reserved_gpus)
         if not fit.fits:
             raise ValidationError(f"Over quota: {fit.explain()}.")
@@ -280,21 +316,35 @@ def endpoint_retry(*, actor: Actor, endpoint: Endpoint) -> Endpoint:
 
 def endpoint_delete(*, actor: Actor, endpoint: Endpoint) -> Endpoint:
     """Delete an endpoint. A waiting request is withdrawn at once; anything that may be on the cluster is removed
-    there first, and its GPUs stay reserved until the runtime confirms it is gone."""
+    there first, and its GPUs stay reserved until the runtime confirms it is gone.
+
+    A failed endpoint is deleted at once: it holds no GPUs (moving it to `deleting` would reserve them again and
+    could push the team over its quota), and whatever is left of it on the cluster is not in the desired set, so
+    the next apply removes it (the reconciler reports it as drift if it is still there)."""
     with transaction.atomic():
-        endpoint = Endpoint.objects.select_for_update().select_related("team").get(pk=endpoint.pk)
+        endpoint = Endpoint.objects.select_for_update(of=("self",)).select_related("team").get(pk=endpoint.pk)
         if endpoint.state in (Endpoint.State.DELETED, Endpoint.State.REJECTED, Endpoint.State.DELETING):
             return endpoint
-        if endpoint.state == Endpoint.State.PENDING_APPROVAL:
+        if endpoint.state in (Endpoint.State.PENDING_APPROVAL, Endpoint.State.FAILED):
+            withdrawn = endpoint.state == Endpoint.State.PENDING_APPROVAL
             _transition(
                 endpoint,
                 actor=actor,
                 to=Endpoint.State.DELETED,
-                message="Withdrawn before approval.",
-                action="endpoint.withdraw",
+                message="Withdrawn before approval." if withdrawn else "Deleted after it failed.",
+                action="endpoint.withdraw" if withdrawn else "endpoint.delete",
                 extra={"deleted_at": timezone.now()},
             )
             return endpoint
+        # An apply or update that has not finished will never finish now; left open, a pending one would look
+        # like work still to do to every reconcile.
+        Operation.objects.filter(
+            endpoint=endpoint, kind__in=(Operation.Kind.APPLY, Operation.Kind.UPDATE), state__in=Operation.OPEN
+        ).update(
+            state=Operation.State.FAILED,
+            message="Cancelled: the endpoint is being deleted.",
+            finished_at=timezone.now(),
+        )
         _transition(
             endpoint,
             actor=actor,
@@ -312,12 +362,20 @@ def quota_request_create(
 ) -> QuotaRequest:
     if actor.user is None:
         raise ValidationError("A quota request is made by a person.")
-    limit = _count(requested_limit, "requested_limit")
+    errors: dict[str, str] = {}
     current = quota_fit(team=team, gpu_type=gpu_type, needed=0).limit
-    if limit <= current:
-        raise ValidationError({"requested_limit": f"The team already has {current} {gpu_type.sku}; ask for more."})
-    if not justification or not justification.strip():
-        raise ValidationError({"justification": "Say what the GPUs are for."})
+    limit = 0
+    try:
+        limit = _count(requested_limit, "requested_limit")
+    except ValidationError as exc:
+        errors.update({field: " ".join(messages) for field, messages in exc.message_dict.items()})
+    else:
+        if limit <= current:
+            errors["requested_limit"] = f"The team already has {current} {gpu_type.sku}; ask for more."
+    if not justification or not str(justification).strip():
+        errors["justification"] = "Say what the GPUs are for."
+    if errors:
+        raise ValidationError(errors)
     with transaction.atomic():
         _lock_team(team)
         if QuotaRequest.objects.filter(team=team, gpu_type=gpu_type, state=QuotaRequest.State.PENDING).exists():
@@ -343,11 +401,20 @@ def quota_request_create(
 
 def quota_request_approve(*, actor: Actor, request: QuotaRequest) -> QuotaRequest:
     with transaction.atomic():
-        request = QuotaRequest.objects.select_for_update().select_related("team", "gpu_type").get(pk=request.pk)
+        _lock_team(request.team)
+        request = (
+            QuotaRequest.objects.select_for_update(of=("self",)).select_related("team", "gpu_type").get(pk=request.pk)
+        )
         if request.state != QuotaRequest.State.PENDING:
             raise ValidationError(f"This request is already {request.get_state_display().lower()}.")
-        quota_set(actor=actor, team=request.team, gpu_type=request.gpu_type, limit=request.requested_limit)
-        _decide(request, actor=actor, state=QuotaRequest.State.APPROVED, reason="")
+        current = quota_fit(team=request.team, gpu_type=request.gpu_type, needed=0).limit
+        reason = ""
+        if request.requested_limit > current:
+            quota_set(actor=actor, team=request.team, gpu_type=request.gpu_type, limit=request.requested_limit)
+        else:
+            # The quota grew since the request (an approval raised it): approving must never lower it.
+            reason = f"The quota is already {current}; left unchanged."
+        _decide(request, actor=actor, state=QuotaRequest.State.APPROVED, reason=reason)
         notifications.quota_request_decided(request)
     return request
 
@@ -356,7 +423,9 @@ def quota_request_deny(*, actor: Actor, request: QuotaRequest, reason: str) -> Q
     if not reason or not reason.strip():
         raise ValidationError({"reason": "Say why, so the team knows what to change."})
     with transaction.atomic():
-        request = QuotaRequest.objects.select_for_update().select_related("team", "gpu_type").get(pk=request.pk)
+        request = (
+            QuotaRequest.objects.select_for_update(of=("self",)).select_related("team", "gpu_type").get(pk=request.pk)
+        )
         if request.state != QuotaRequest.State.PENDING:
             raise ValidationError(f"This request is already {request.get_state_display().lower()}.")
         _decide(request, actor=actor, state=QuotaRequest.State.DENIED, reason=reason.strip())

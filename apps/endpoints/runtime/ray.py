@@ -7,17 +7,18 @@ exactly as Ray reports it (so that an operator's own applications survive). The 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from apps.endpoints.models import APP_PREFIX
 
 from .base import Observed, PermanentRuntimeError, Phase, TransientRuntimeError
-from .serve_config import serve_application
 
 if TYPE_CHECKING:
     from apps.endpoints.models import Endpoint
@@ -31,6 +32,13 @@ _PHASES = {
     "UNHEALTHY": Phase.UNHEALTHY,
     "DELETING": Phase.DELETING,
 }
+
+
+def serve_application(endpoint: Endpoint) -> dict[str, Any]:
+    """The endpoint's Serve application, from the builder named by PARETO_SERVE_APP_BUILDER (by default
+    `serve_config.serve_application`; the overhead benchmark names a light one)."""
+    builder: Callable[[Endpoint], dict[str, Any]] = import_string(settings.PARETO_SERVE_APP_BUILDER)
+    return builder(endpoint)
 
 
 class RayDashboardClient:
@@ -49,8 +57,10 @@ class RayDashboardClient:
         url = f"{self.base_url}{path}"
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise TransientRuntimeError(f"Ray dashboard at {self.base_url} did not answer: {exc}") from exc
+        except requests.RequestException as exc:  # a malformed URL and the like: trying again cannot help
+            raise PermanentRuntimeError(f"Cannot call the Ray dashboard at {self.base_url}: {exc}") from exc
         if response.status_code == 429 or response.status_code >= 500:
             raise TransientRuntimeError(f"Ray dashboard answered {response.status_code}: {response.text[:2000]}")
         if response.status_code >= 400:
@@ -59,12 +69,23 @@ class RayDashboardClient:
         return response
 
     def get_applications(self) -> dict[str, Any]:
-        body = self._call("GET", "/api/serve/applications/").json()
-        return dict(body.get("applications") or {})
+        applications = self.get_status().get("applications") or {}
+        if not isinstance(applications, dict):
+            raise PermanentRuntimeError(f"{self.base_url} answered with applications that are not an object.")
+        return dict(applications)
 
     def get_status(self) -> dict[str, Any]:
         response = self._call("GET", "/api/serve/applications/")
-        return dict(response.json())
+        try:
+            body = response.json()
+        except ValueError as exc:
+            # A 200 that is not JSON is not Ray's dashboard (a login page, a proxy): fix the URL, not retry.
+            raise PermanentRuntimeError(
+                f"{self.base_url} did not answer like a Ray dashboard: {response.text[:200]!r}"
+            ) from exc
+        if not isinstance(body, dict):
+            raise PermanentRuntimeError(f"{self.base_url} did not answer like a Ray dashboard: {body!r:.200}")
+        return body
 
     def put_applications(self, config: Mapping[str, Any]) -> None:
         self._call("PUT", "/api/serve/applications/", json=dict(config))
@@ -86,17 +107,33 @@ def _subset(desired: Any, deployed: Any) -> bool:
 def _running_replicas(app: Mapping[str, Any]) -> int:
     count = 0
     for name, deployment in (app.get("deployments") or {}).items():
-        if "ingress" in name.lower():
+        # Names are "<class>:<model id>" for the engine ("LLMServer:team-chat-7") and bare for the HTTP side
+        # ("OpenAiIngress", "LLMRouter"); look at the class only, so a model id containing "ingress" still counts.
+        kind = name.split(":", 1)[0].lower()
+        if "ingress" in kind or "router" in kind:
             continue
         replicas = deployment.get("replicas") or []
         count = max(count, sum(1 for r in replicas if r.get("state") == "RUNNING"))
     return count
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_HEAD, _TAIL = 300, 1200
+
+
+def _readable(text: Any) -> str:
+    """Ray's messages carry ANSI colours and ~4 KB tracebacks whose cause is on the LAST lines: keep the start
+    (what failed) and the end (why), drop the middle."""
+    clean = _ANSI.sub("", str(text or "")).strip()
+    if len(clean) <= _HEAD + _TAIL + 50:
+        return clean
+    return f"{clean[:_HEAD]} …({len(clean) - _HEAD - _TAIL} characters left out)… {clean[-_TAIL:]}"
+
+
 def _message(app: Mapping[str, Any]) -> str:
-    parts = [str(app.get("message") or "").strip()]
+    parts = [_readable(app.get("message"))]
     for name, deployment in (app.get("deployments") or {}).items():
-        text = str(deployment.get("message") or "").strip()
+        text = _readable(deployment.get("message"))
         if text and deployment.get("status") != "HEALTHY":
             parts.append(f"{name}: {text}")
     return "\n".join(p for p in parts if p)
@@ -156,7 +193,12 @@ class RayRuntime:
             phase = _PHASES.get(str(app.get("status")), Phase.DEPLOYING)
             current = _subset(serve_application(endpoint), app.get("deployed_app_config") or {})
             result[endpoint.pk] = Observed(phase, _message(app), current=current, replicas=_running_replicas(app))
-        orphans = sorted(name for name in apps if name.startswith(APP_PREFIX) and name not in wanted)
+        # An application Ray is already deleting needs no further apply: it is on its way out.
+        orphans = sorted(
+            name
+            for name, app in apps.items()
+            if name.startswith(APP_PREFIX) and name not in wanted and app.get("status") != "DELETING"
+        )
         return result, orphans
 
     def base_url(self, cluster: Cluster, endpoint: Endpoint) -> str:
