@@ -64,6 +64,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.accounts.context_processors.access",
+                "apps.endpoints.context_processors.approvals",
             ],
         },
     },
@@ -155,6 +156,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Several models have a field called `state`; each choice set gets its own schema name.
+    "ENUM_NAME_OVERRIDES": {
+        "EndpointStateEnum": "apps.endpoints.models.Endpoint.State",
+        "OperationStateEnum": "apps.endpoints.models.Operation.State",
+        "QuotaRequestStateEnum": "apps.endpoints.models.QuotaRequest.State",
+    },
 }
 
 CELERY_BROKER_URL = CONFIG.redis_url

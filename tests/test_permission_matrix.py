@@ -23,10 +23,12 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from apps.accounts.models import GroupTeamMapping
 from apps.accounts.services import api_token_create
 from apps.audit.models import AuditEvent
 from apps.audit.services import Actor, audit_record
 from apps.catalog.tests.factories import CatalogModelFactory
+from apps.endpoints.tests.factories import EndpointFactory, QuotaRequestFactory
 from apps.inventory.tests.factories import ClusterFactory, ClusterGpuInventoryFactory, GpuPriceFactory, GpuTypeFactory
 from apps.teams.models import Membership
 from apps.teams.tests.factories import BudgetFactory, GpuQuotaFactory
@@ -45,6 +47,9 @@ def only(allowed: set[str], anon: str = LOGIN) -> dict[str, str]:
 
 TEAM_A_VIEWERS = {"member", "lead", "finance", "admin"}
 ADMIN = {"admin"}
+LEADS = {"lead", "other_lead", "admin"}  # may open the endpoint and quota request forms (for their own teams)
+TEAM_A_MANAGERS = {"lead", "admin"}  # may change team A's endpoints
+TEAM_A_USERS = {"member", "lead", "admin"}  # may send prompts to team A's endpoints
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ def world(team_a, team_b, admin_user, finance_user, lead_user, member_user, othe
     event = audit_record(actor=Actor.system(), action="team.update", target=team_a, team=team_a, after={"x": 1})
     token, _ = api_token_create(actor=Actor(user=lead_user), user=lead_user, name="ci")
     member_membership = Membership.objects.get(user=member_user, team=team_a)
+    endpoint = EndpointFactory(team=team_a, model=model, cluster=cluster, gpu_type=gpu, requested_by=lead_user)
+    quota_request = QuotaRequestFactory(team=team_a, gpu_type=gpu, requested_by=lead_user)
     objects = {
         "slug": team_a.slug,
         "membership_id": member_membership.pk,
@@ -83,6 +90,9 @@ def world(team_a, team_b, admin_user, finance_user, lead_user, member_user, othe
         "cluster_pk": cluster.pk,
         "model_pk": model.pk,
         "event_pk": event.pk,
+        "endpoint_pk": endpoint.pk,
+        "quota_request_pk": quota_request.pk,
+        "group_mapping_pk": GroupTeamMapping.objects.create(group_id="g-a", team=team_a, role="member").pk,
     }
     users = {
         "anon": None,
@@ -130,6 +140,21 @@ API_SIGNED_IN = everyone(OK, anon=AUTH)
 ROUTES: list[Route] = [
     # --- pages ---------------------------------------------------------------------------------
     page("core:home", SIGNED_IN),
+    page("accounts:group_mappings", only(ADMIN)),
+    page(
+        "accounts:group_mapping_create",
+        only(ADMIN),
+        post={"group_id": "g-new", "team": "1", "role": "lead"},
+        allowed=ADMIN,
+    ),
+    page(
+        "accounts:group_mapping_edit",
+        only(ADMIN),
+        "group_mapping_pk",
+        post={"group_id": "g-x", "team": "1", "role": "lead"},
+        allowed=ADMIN,
+    ),
+    page("accounts:group_mapping_delete", only(ADMIN), "group_mapping_pk", post={}, allowed=ADMIN),
     page("accounts:tokens", SIGNED_IN, post={"name": "x"}, allowed=set(ROLES[1:])),
     page("accounts:token_revoke", only({"lead"}), "token_id", post={}, allowed={"lead"}),
     page("teams:list", SIGNED_IN),
@@ -174,6 +199,32 @@ ROUTES: list[Route] = [
     page("catalog:set_status", None, "model_pk", post={"status": "blocked"}, allowed=ADMIN),
     page("catalog:delete", only(ADMIN), "model_pk", post={}, allowed=ADMIN),
     page("audit:list", only({"lead", "other_lead", "finance", "admin"})),
+    page("endpoints:list", SIGNED_IN),
+    page(
+        "endpoints:request",
+        only(LEADS),
+        post={"team": "1", "name": "x", "model": "1", "cluster": "1"},
+        allowed=LEADS,
+    ),
+    page("endpoints:estimate", only(LEADS)),
+    page("endpoints:queue", only(ADMIN)),
+    page("endpoints:detail", only(TEAM_A_VIEWERS), "endpoint_pk"),
+    page("endpoints:status", only(TEAM_A_VIEWERS), "endpoint_pk"),
+    page("endpoints:change", only(TEAM_A_MANAGERS), "endpoint_pk", post={"max_replicas": "2"}, allowed=TEAM_A_MANAGERS),
+    page("endpoints:delete", only(TEAM_A_MANAGERS), "endpoint_pk", post={}, allowed=TEAM_A_MANAGERS),
+    page("endpoints:retry", None, "endpoint_pk", post={}, allowed=TEAM_A_MANAGERS),
+    page("endpoints:try", only(TEAM_A_USERS), "endpoint_pk", post={"prompt": "hi"}, allowed=TEAM_A_USERS),
+    page("endpoints:approve", None, "endpoint_pk", post={}, allowed=ADMIN),
+    page("endpoints:reject", only(ADMIN), "endpoint_pk", post={"reason": "no"}, allowed=ADMIN),
+    page("endpoints:quota_requests", SIGNED_IN),
+    page(
+        "endpoints:quota_request_new",
+        only(LEADS),
+        post={"team": "1", "gpu_type": "1", "requested_limit": "99", "justification": "x"},
+        allowed=LEADS,
+    ),
+    page("endpoints:quota_request_approve", None, "quota_request_pk", post={}, allowed=ADMIN),
+    page("endpoints:quota_request_deny", only(ADMIN), "quota_request_pk", post={"reason": "no"}, allowed=ADMIN),
     # --- API -----------------------------------------------------------------------------------
     api("api:me", API_SIGNED_IN),
     api("api:tokens-list", API_SIGNED_IN),
@@ -280,6 +331,32 @@ ROUTES: list[Route] = [
         "event_pk",
         writes=(("patch", {"action": "x"}), ("delete", {})),
     ),
+    api(
+        "api:endpoints-list",
+        API_SIGNED_IN,
+        writes=(("post", {"team": "team-a", "name": "x", "model": "llama-8b", "cluster": "ray-local"}),),
+        allowed=TEAM_A_MANAGERS,
+    ),
+    api(
+        "api:endpoints-detail",
+        only(TEAM_A_VIEWERS, anon=AUTH),
+        "endpoint_pk",
+        writes=(("patch", {"max_replicas": 2}), ("delete", {})),
+        allowed=TEAM_A_MANAGERS,
+    ),
+    api("api:endpoints-operations", only(TEAM_A_VIEWERS, anon=AUTH), "endpoint_pk"),
+    api("api:endpoints-approve", None, "endpoint_pk", writes=(("post", {}),), allowed=ADMIN),
+    api("api:endpoints-reject", None, "endpoint_pk", writes=(("post", {"reason": "no"}),), allowed=ADMIN),
+    api("api:endpoints-retry", None, "endpoint_pk", writes=(("post", {}),), allowed=TEAM_A_MANAGERS),
+    api(
+        "api:quota-requests-list",
+        API_SIGNED_IN,
+        writes=(("post", {"team": "team-a", "gpu_type": "H100-80GB", "requested_limit": 99, "justification": "x"}),),
+        allowed=TEAM_A_MANAGERS,
+    ),
+    api("api:quota-requests-detail", only(TEAM_A_VIEWERS, anon=AUTH), "quota_request_pk"),
+    api("api:quota-requests-approve", None, "quota_request_pk", writes=(("post", {}),), allowed=ADMIN),
+    api("api:quota-requests-deny", None, "quota_request_pk", writes=(("post", {"reason": "no"}),), allowed=ADMIN),
     api("api-schema", API_SIGNED_IN),
     api("api-docs", API_SIGNED_IN),
 ]
@@ -290,6 +367,8 @@ UNLISTED = {
     "core:readyz": "public probe, no data",
     "accounts:login": "public sign-in page",
     "accounts:logout": "ends the caller's own session",
+    "accounts:sso_login": "public: starts the sign-in with Microsoft (404 unless PARETO_AUTH_MODES has entra)",
+    "accounts:sso_callback": "public: the provider's redirect back; refused without this browser's pending flow",
 }
 
 URL_KWARG_NAMES = {
@@ -302,6 +381,9 @@ URL_KWARG_NAMES = {
     "cluster_pk": "pk",
     "model_pk": "pk",
     "event_pk": "pk",
+    "endpoint_pk": "pk",
+    "quota_request_pk": "pk",
+    "group_mapping_pk": "pk",
 }
 
 

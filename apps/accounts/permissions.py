@@ -12,6 +12,11 @@ Roles: platform `admin` and `finance` (on the user), team `lead` and `member` (o
 | read audit events             | all   | all     | own teams       | no                |
 | read catalog and GPU prices   | yes   | yes     | yes             | yes               |
 | see cluster connection config | yes   | no      | no              | no                |
+| see endpoints, quota requests | all   | all     | yes             | yes               |
+| request/change/delete/retry   | yes   | no      | yes             | no                |
+|   endpoints, ask for quota    |       |         |                 |                   |
+| try an endpoint (send prompts)| yes   | no      | yes             | yes               |
+| approve/reject requests       | yes   | no      | no              | no                |
 
 Everything is computed once per request (`access_for`) and cached on the request's user.
 """
@@ -70,6 +75,14 @@ class Access:
 
     def can_view_audit(self) -> bool:
         return self.sees_all_teams or self.is_lead
+
+    def can_request_endpoints(self, team_id: int) -> bool:
+        """Request, change, delete and retry the team's endpoints, and ask for more of its quota."""
+        return self.is_admin or team_id in self.lead_team_ids
+
+    def can_use_endpoints(self, team_id: int) -> bool:
+        """Send prompts to the team's endpoints ("Try it"): its people and admins; finance only reads."""
+        return self.is_admin or team_id in self.member_team_ids
 
     def can_view_team_audit(self, team_id: int) -> bool:
         """The same rule as `scope_audit`, for one team: whether to show its audit events at all."""
@@ -167,6 +180,11 @@ def is_admin(access: Access) -> bool:
 
 def can_view_audit(access: Access) -> bool:
     return access.can_view_audit()
+
+
+def can_request_some_endpoint(access: Access) -> bool:
+    """Admins, and leads of at least one team: who may open the endpoint and quota request forms."""
+    return access.is_admin or access.is_lead
 
 
 # --- API ----------------------------------------------------------------------------------------
