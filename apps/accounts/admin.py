@@ -14,7 +14,7 @@ from apps.audit.services import audit_record
 from apps.core.admin import AuditedModelAdmin
 from apps.core.api import actor_from
 
-from .models import ApiToken, User
+from .models import ApiToken, GroupTeamMapping, User
 from .services import api_token_revoke
 
 # Django's groups only grant admin-site permissions; they are re-registered so that changes to them are audited.
@@ -84,3 +84,15 @@ class ApiTokenAdmin(AuditedModelAdmin):
         for token in revoked:
             api_token_revoke(actor=actor, token=token)
         self.message_user(request, f"Revoked {len(revoked)} token(s).", messages.SUCCESS)
+
+
+@admin.register(GroupTeamMapping)
+class GroupTeamMappingAdmin(AuditedModelAdmin):
+    """Entra ID group -> team and role, for single sign-on. The portal's page is /sso/groups/."""
+
+    audit_prefix = "group_mapping"
+    list_display = ("group_id", "label", "team", "role", "created_at")
+    list_filter = ("role",)
+    list_select_related = ("team",)
+    search_fields = ("group_id", "label", "team__slug", "team__name")
+    fields = ("group_id", "label", "team", "role")

@@ -33,10 +33,19 @@ class Identity:
     team_roles: dict[str, str] | None = field(default=None)  # team slug -> "lead" | "member"
 
 
+class InactiveUser(Exception):
+    """The identity belongs to a user an admin deactivated: no sign-in, and nothing about the user changes."""
+
+    def __init__(self, user: User) -> None:
+        super().__init__(f"user {user.pk} is deactivated")
+        self.user = user
+
+
 def identity_sign_in(*, identity: Identity, source_ip: str | None = None) -> User:
     """Find or create the user keyed on (issuer, subject); refresh name, e-mail, roles and IdP memberships.
 
     Memberships made by hand in the portal are kept; ones that came from the provider are added and removed.
+    Raises `InactiveUser` for a deactivated user: the provider vouching for a person does not undo that.
     """
     try:
         return _sign_in(identity=identity, source_ip=source_ip)
@@ -53,6 +62,8 @@ def _sign_in(*, identity: Identity, source_ip: str | None) -> User:
             .filter(identity_issuer=identity.issuer, identity_subject=identity.subject)
             .first()
         )
+        if user is not None and not user.is_active:
+            raise InactiveUser(user)
         created = user is None
         if user is None:
             user = User(

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from apps.teams.models import Membership
 
 
 class User(AbstractUser):
@@ -79,3 +83,53 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def normalize_group_id(value: str) -> str:
+    """Entra group object ids are GUIDs, which compare case-insensitively; other providers' group names as given."""
+    value = value.strip()
+    return value.lower() if GUID.match(value) else value
+
+
+class GroupTeamMapping(models.Model):
+    """Members of an identity-provider group belong to a team with a role (single sign-on, docs/sso.md).
+
+    Memberships that come from these mappings are synced at each sign-in; ones made by hand are left alone.
+    """
+
+    group_id = models.CharField(
+        "group id",
+        max_length=200,
+        help_text="The group's object id in Entra ID (a GUID, as in the `groups` claim).",
+    )
+    label = models.CharField(
+        "group name",
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="The group's display name, for people reading this list. Matching uses the id only.",
+    )
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="group_mappings")
+    role = models.CharField(max_length=10, choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["team__slug", "group_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group_id", "team"],
+                name="accounts_groupteammapping_unique_group_team",
+                violation_error_message="This group is already mapped to this team; edit that mapping instead.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label or self.group_id} → {self.team.slug} ({self.role})"
+
+    def clean(self) -> None:
+        self.group_id = normalize_group_id(self.group_id or "")
+        if any(ch.isspace() for ch in self.group_id):
+            raise ValidationError({"group_id": "A group id has no spaces: copy the group's Object Id from Entra ID."})

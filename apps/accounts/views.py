@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
@@ -21,14 +21,29 @@ from .models import ApiToken, User
 from .permissions import require, signed_in
 from .selectors import api_tokens_of
 from .services import api_token_create, api_token_revoke
+from .sso.config import entra_enabled, local_enabled
 
 
 class LoginView(auth_views.LoginView):
+    """The sign-in page shows what PARETO_AUTH_MODES enables: local accounts, "Sign in with Microsoft", or both."""
+
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
-    # Single sign-on (its own issue) sets this to the URL that starts the Entra ID flow; the template
-    # shows the "Sign in with Microsoft" button only when it is set.
-    extra_context = {"sso_login_url": None}
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        # The template shows the "Sign in with Microsoft" button only when this is set.
+        context.setdefault("sso_login_url", reverse("accounts:sso_login") if entra_enabled() else None)
+        context["local_enabled"] = local_enabled()
+        return context
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not local_enabled():
+            # Local sign-in is off: no password is even checked (the form stays unbound).
+            context = self.get_context_data(form=self.form_class(request=request))
+            context["local_refused"] = True
+            return self.render_to_response(context, status=403)
+        return super().post(request, *args, **kwargs)
 
 
 @never_cache  # the response to a POST carries the raw token: never keep it in a cache
