@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from django import forms
@@ -11,6 +12,9 @@ from apps.teams.models import CURRENCY
 
 from .models import Cluster, GpuType
 from .services import CLUSTER_FIELDS, GPU_TYPE_FIELDS, SECRET_ENV_NAME
+
+# A Kubernetes object name or host name: a DNS-1123 subdomain.
+DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class PrettyJSONField(forms.JSONField):
@@ -72,31 +76,72 @@ class ClusterForm(forms.ModelForm):
 
     class Meta:
         model = Cluster
-        # The Kubernetes engine and metrics settings get their own form section with the runtimes that use them.
-        fields = tuple(
-            f
-            for f in CLUSTER_FIELDS
-            if not f.startswith(
-                ("kube_flavour", "kube_ray", "kube_vllm", "kube_ingress", "kube_hf", "metrics_", "prometheus_")
-            )
-        )
+        # The metrics settings get their own form section with the runtimes that use them.
+        fields = tuple(f for f in CLUSTER_FIELDS if not f.startswith(("metrics_", "prometheus_")))
         labels = {"kube_auth": "Kubernetes authentication", "kube_context": "Kubernetes context"}
-        help_texts = {"kube_context": "Leave empty to use the kubeconfig's current context."}
+        help_texts = {
+            "kube_context": "Leave empty to use the kubeconfig's current context.",
+            "kube_flavour": "A RayService per endpoint needs the KubeRay operator on the cluster; a plain vLLM "
+            "Deployment (with a Service and an autoscaler) does not.",
+            "kube_ray_image": "For RayServices, e.g. rayproject/ray-llm:2.60.0-py311-cu128 (Ray with vLLM).",
+            "kube_vllm_image": "For plain Deployments, e.g. vllm/vllm-openai:v0.11.0.",
+            "kube_ingress_host": "A host name such as llm.example.com; endpoints get "
+            "https://<host>/<team>/<endpoint>/v1 through an Ingress. Leave empty for in-cluster URLs only.",
+            "kube_hf_token_secret": "Name of a Secret with the key HF_TOKEN in each team namespace; Pods read the "
+            "token from it, so Pareto never sees it. Leave empty for models that need no token.",
+        }
 
     RAY_FIELDS = ("ray_dashboard_url",)
-    KUBERNETES_FIELDS = ("kube_auth", "kubeconfig_env", "kube_context")
+    KUBERNETES_FIELDS = (
+        "kube_auth",
+        "kubeconfig_env",
+        "kube_context",
+        "kube_flavour",
+        "kube_ray_image",
+        "kube_vllm_image",
+        "kube_ingress_host",
+        "kube_hf_token_secret",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields[
             "kubeconfig_env"
         ].help_text = "The NAME of the environment variable holding the kubeconfig path (not the kubeconfig itself)."
+        self.fields["kube_flavour"].required = False  # the model's default (RayService) when left out
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or self.cleaned_data
+        if not data.get("kube_flavour"):
+            data["kube_flavour"] = Cluster.KubeFlavour.RAYSERVICE
+        if data.get("runtime") != Cluster.Runtime.KUBERNETES:
+            return data
+        # An image left empty is allowed here (the cluster may be set up before its images are chosen); the cluster
+        # page warns, and endpoints on it fail with that reason until an admin sets one.
+        for name in ("kube_ray_image", "kube_vllm_image"):
+            if any(c.isspace() for c in data.get(name) or ""):
+                self.add_error(name, "An image reference has no spaces, e.g. registry.example.com/ray-llm:2.60.0.")
+        host = data.get("kube_ingress_host") or ""
+        if host and not DNS_SUBDOMAIN.fullmatch(host):
+            self.add_error(
+                "kube_ingress_host", "Give a host name only, in lowercase (e.g. llm.example.com): no https://, no path."
+            )
+        secret = data.get("kube_hf_token_secret") or ""
+        if secret and not DNS_SUBDOMAIN.fullmatch(secret):
+            self.add_error(
+                "kube_hf_token_secret",
+                "Give the name of a Kubernetes Secret (lowercase letters, digits, '-' and '.'), not the token itself.",
+            )
+        return data
 
     def hide_rejected_secrets(self) -> None:
         """A rejected secret_env may hold a real secret: never send it back to the browser in the page.
 
         Values that are proper variable names stay; anything else is blanked, so the person types the name again.
         """
+        if self.is_bound and "kube_hf_token_secret" in self.errors:
+            # A rejected Secret *name* is most likely the token itself, pasted into the wrong box.
+            self.data = {**{key: self.data.get(key) for key in self.data}, "kube_hf_token_secret": ""}
         if not self.is_bound or "secret_env" not in self.errors:
             return
         try:

@@ -258,13 +258,30 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
     return render(request, "inventory/clusters.html", {"clusters": selectors.clusters_with_inventory()})
 
 
+def _cluster_page(request: HttpRequest, cluster: Cluster, inventory_form: ClusterInventoryForm) -> HttpResponse:
+    context: dict[str, Any] = {"cluster": cluster, "inventory_form": inventory_form}
+    if cluster.runtime == Cluster.Runtime.KUBERNETES:
+        # What the API server says now (one quick call each; an error is shown, not raised). Imported here: the
+        # Kubernetes client is only loaded when a Kubernetes cluster's page is opened.
+        from apps.endpoints.runtime.kube import cluster_facts, missing_image_reason
+
+        facts = cluster_facts(cluster)
+        recorded = {row.gpu_type_id: row.count for row in cluster.inventory.all()}
+        context.update(
+            facts=facts,
+            missing_image=missing_image_reason(cluster),
+            gpu_rows=[
+                {"capacity": c, "recorded": recorded.get(c.gpu_type.pk) if c.gpu_type else None} for c in facts.gpus
+            ],
+        )
+    return render(request, "inventory/cluster_detail.html", context)
+
+
 @require(is_admin)
 @require_http_methods(["GET"])
 def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
     cluster = get_object_or_404(selectors.clusters_with_inventory(), pk=pk)
-    return render(
-        request, "inventory/cluster_detail.html", {"cluster": cluster, "inventory_form": ClusterInventoryForm()}
-    )
+    return _cluster_page(request, cluster, ClusterInventoryForm())
 
 
 @require(is_admin)
@@ -286,7 +303,7 @@ def cluster_inventory_set(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("inventory:cluster_detail", pk=cluster.pk)
     # The detail page again, with the errors next to the inventory fields.
     cluster = get_object_or_404(selectors.clusters_with_inventory(), pk=pk)
-    return render(request, "inventory/cluster_detail.html", {"cluster": cluster, "inventory_form": form})
+    return _cluster_page(request, cluster, form)
 
 
 @require(is_admin)

@@ -69,4 +69,8 @@ def runtime_for(cluster: Cluster) -> Runtime:
         from .ray import RayRuntime
 
         return RayRuntime()
+    if cluster.runtime == ClusterModel.Runtime.KUBERNETES:
+        from .kube import KubernetesRuntime
+
+        return KubernetesRuntime()
     raise PermanentRuntimeError(f"Runtime {cluster.runtime!r} is not supported yet.")
