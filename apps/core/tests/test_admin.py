@@ -14,7 +14,7 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import Actor
 from apps.catalog.models import CatalogModel
 from apps.catalog.tests.factories import CatalogModelFactory
-from apps.core.admin import AuditedModelAdmin, audit_prefix_of
+from apps.core.admin import AuditedModelAdmin, ReadOnlyAdminMixin, audit_prefix_of
 from apps.core.tests.adminform import superuser
 from apps.inventory.models import ClusterGpuInventory, GpuPrice
 from apps.inventory.tests.factories import ClusterGpuInventoryFactory, GpuPriceFactory
@@ -97,7 +97,20 @@ def test_every_writable_admin_records_audit_events():
         label = model._meta.label_lower
         if label in ("audit.auditevent", "inventory.gpuprice"):
             continue
+        if isinstance(model_admin, ReadOnlyAdminMixin):
+            continue  # nothing can be written through it, so there is nothing to audit
         assert isinstance(model_admin, AuditedModelAdmin), label
+
+
+def test_read_only_admins_refuse_every_write(rf, db):
+    request = rf.get("/")
+    request.user = superuser()
+    read_only = [a for a in admin.site._registry.values() if isinstance(a, ReadOnlyAdminMixin)]
+    assert read_only
+    for model_admin in read_only:
+        assert not model_admin.has_add_permission(request)
+        assert not model_admin.has_change_permission(request)
+        assert not model_admin.has_delete_permission(request)
 
 
 @pytest.mark.parametrize(
