@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "apps.inventory",
     "apps.catalog",
     "apps.endpoints",
+    "apps.metering",
     "apps.core",
 ]
 
@@ -124,6 +125,23 @@ if CONFIG.behind_proxy:
 # Health probes come over plain HTTP from the orchestrator.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
+# Sign-in: local accounts and/or Entra ID single sign-on (apps/accounts/sso, docs/sso.md).
+PARETO_AUTH_MODES = list(dict.fromkeys(CONFIG.auth_modes))
+PARETO_ENTRA_TENANT_ID = CONFIG.entra_tenant_id
+PARETO_ENTRA_CLIENT_ID = CONFIG.entra_client_id
+PARETO_ENTRA_CLIENT_SECRET = CONFIG.entra_client_secret.get_secret_value()
+PARETO_ENTRA_CLIENT_CERTIFICATE_PATH = CONFIG.entra_client_certificate_path
+PARETO_ENTRA_CLIENT_CERTIFICATE_PASSPHRASE = CONFIG.entra_client_certificate_passphrase.get_secret_value()
+PARETO_ENTRA_CLIENT_CERTIFICATE_THUMBPRINT = CONFIG.entra_client_certificate_thumbprint
+PARETO_ENTRA_REDIRECT_URI = CONFIG.entra_redirect_uri
+PARETO_ENTRA_AUTHORITY = CONFIG.entra_authority
+PARETO_ENTRA_OIDC_AUTHORITY = CONFIG.entra_oidc_authority
+PARETO_ENTRA_SCOPES = CONFIG.entra_scopes
+PARETO_ENTRA_ADMIN_ROLES = CONFIG.entra_admin_roles
+PARETO_ENTRA_FINANCE_ROLES = CONFIG.entra_finance_roles
+PARETO_ENTRA_HTTP_TIMEOUT = CONFIG.entra_http_timeout_seconds
+PARETO_GRAPH_URL = CONFIG.graph_url
+
 EMAIL_BACKEND = CONFIG.email_backend
 EMAIL_HOST = CONFIG.email_host
 EMAIL_PORT = CONFIG.email_port
@@ -161,6 +179,7 @@ SPECTACULAR_SETTINGS = {
         "EndpointStateEnum": "apps.endpoints.models.Endpoint.State",
         "OperationStateEnum": "apps.endpoints.models.Operation.State",
         "QuotaRequestStateEnum": "apps.endpoints.models.QuotaRequest.State",
+        "StatementStatusEnum": "apps.metering.models.Statement.Status",
     },
 }
 
@@ -180,6 +199,19 @@ PARETO_POLL_MAX_SECONDS = CONFIG.poll_max_seconds
 PARETO_RECONCILE_INTERVAL_SECONDS = CONFIG.reconcile_interval_seconds
 PARETO_RAY_HTTP_TIMEOUT = CONFIG.ray_http_timeout_seconds
 PARETO_CPU_KVCACHE_GIB = CONFIG.cpu_kvcache_gib
+PARETO_SERVE_APP_BUILDER = CONFIG.serve_app_builder
+PARETO_KUBE_HTTP_TIMEOUT = CONFIG.kube_http_timeout_seconds
+PARETO_KUBE_RETRIES = CONFIG.kube_retries
+PARETO_KUBE_RETRY_BACKOFF_SECONDS = CONFIG.kube_retry_backoff_seconds
+PARETO_KUBE_WATCH_SECONDS = CONFIG.kube_watch_seconds
+PARETO_KUBE_NAMESPACE_PREFIX = CONFIG.kube_namespace_prefix
+PARETO_KUBE_MAX_GPUS_PER_POD = CONFIG.kube_max_gpus_per_pod
+PARETO_METERING_SCRAPE_INTERVAL_SECONDS = CONFIG.metering_scrape_interval_seconds
+PARETO_METERING_MINUTE_RETENTION_DAYS = CONFIG.metering_minute_retention_days
+PARETO_METERING_ROLLUP_INTERVAL_SECONDS = CONFIG.metering_rollup_interval_seconds
+PARETO_METERING_HTTP_TIMEOUT = CONFIG.metering_http_timeout_seconds
+PARETO_METERING_BACKFILL_MINUTES = CONFIG.metering_backfill_minutes
+PARETO_STATEMENT_TIME_ZONE = CONFIG.statement_time_zone
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("apps.catalog.api.urls")),
     path("", include("apps.audit.api.urls")),
     path("", include("apps.endpoints.api.urls")),
+    path("", include("apps.metering.api.urls")),
 ]
 
 urlpatterns = [
@@ -21,6 +22,7 @@ urlpatterns = [
     path("catalog/", include("apps.catalog.urls")),
     path("audit/", include("apps.audit.urls")),
     path("endpoints/", include("apps.endpoints.urls")),
+    path("metering/", include("apps.metering.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -30,6 +30,7 @@ from apps.audit.services import Actor, audit_record
 from apps.catalog.tests.factories import CatalogModelFactory
 from apps.endpoints.tests.factories import EndpointFactory, QuotaRequestFactory
 from apps.inventory.tests.factories import ClusterFactory, ClusterGpuInventoryFactory, GpuPriceFactory, GpuTypeFactory
+from apps.metering.models import Statement
 from apps.teams.models import Membership
 from apps.teams.tests.factories import BudgetFactory, GpuQuotaFactory
 
@@ -50,6 +51,7 @@ ADMIN = {"admin"}
 LEADS = {"lead", "other_lead", "admin"}  # may open the endpoint and quota request forms (for their own teams)
 TEAM_A_MANAGERS = {"lead", "admin"}  # may change team A's endpoints
 TEAM_A_USERS = {"member", "lead", "admin"}  # may send prompts to team A's endpoints
+FINANCE = {"finance", "admin"}  # statements, budget policy
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ def world(team_a, team_b, admin_user, finance_user, lead_user, member_user, othe
     member_membership = Membership.objects.get(user=member_user, team=team_a)
     endpoint = EndpointFactory(team=team_a, model=model, cluster=cluster, gpu_type=gpu, requested_by=lead_user)
     quota_request = QuotaRequestFactory(team=team_a, gpu_type=gpu, requested_by=lead_user)
+    statement = Statement.objects.create(
+        team=team_a, month=dt.date(2020, 1, 1), currency="USD", time_zone="UTC", generated_at=timezone.now()
+    )
     objects = {
         "slug": team_a.slug,
         "membership_id": member_membership.pk,
@@ -92,6 +97,7 @@ def world(team_a, team_b, admin_user, finance_user, lead_user, member_user, othe
         "event_pk": event.pk,
         "endpoint_pk": endpoint.pk,
         "quota_request_pk": quota_request.pk,
+        "statement_pk": statement.pk,
         "group_mapping_pk": GroupTeamMapping.objects.create(group_id="g-a", team=team_a, role="member").pk,
     }
     users = {
@@ -225,6 +231,14 @@ ROUTES: list[Route] = [
     ),
     page("endpoints:quota_request_approve", None, "quota_request_pk", post={}, allowed=ADMIN),
     page("endpoints:quota_request_deny", only(ADMIN), "quota_request_pk", post={"reason": "no"}, allowed=ADMIN),
+    # Costs: finance and admins see every team's; leads and members their own team's; another team's never.
+    page("metering:overview", SIGNED_IN),
+    page("metering:team", only(TEAM_A_VIEWERS), "slug"),
+    page("metering:policy", only(FINANCE), "slug", post={"block_requests_over_budget": "on"}, allowed=FINANCE),
+    page("metering:statements", SIGNED_IN),
+    page("metering:generate", only(FINANCE), post={"month": "2020-01"}, allowed=FINANCE),
+    page("metering:statement", only(TEAM_A_VIEWERS), "statement_pk"),
+    page("metering:close", only(FINANCE), "statement_pk", post={}, allowed=FINANCE),
     # --- API -----------------------------------------------------------------------------------
     api("api:me", API_SIGNED_IN),
     api("api:tokens-list", API_SIGNED_IN),
@@ -357,6 +371,13 @@ ROUTES: list[Route] = [
     api("api:quota-requests-detail", only(TEAM_A_VIEWERS, anon=AUTH), "quota_request_pk"),
     api("api:quota-requests-approve", None, "quota_request_pk", writes=(("post", {}),), allowed=ADMIN),
     api("api:quota-requests-deny", None, "quota_request_pk", writes=(("post", {"reason": "no"}),), allowed=ADMIN),
+    api("api:chargeback", API_SIGNED_IN),
+    api("api:chargeback-generate", None, writes=(("post", {"month": "2020-01"}),), allowed=FINANCE),
+    api("api:statements-list", API_SIGNED_IN),
+    api("api:statements-detail", only(TEAM_A_VIEWERS, anon=AUTH), "statement_pk"),
+    api("api:statements-close", None, "statement_pk", writes=(("post", {}),), allowed=FINANCE),
+    api("api:usage", API_SIGNED_IN),
+    api("api:usage-endpoint", only(TEAM_A_VIEWERS, anon=AUTH), "endpoint_pk"),
     api("api-schema", API_SIGNED_IN),
     api("api-docs", API_SIGNED_IN),
 ]
@@ -383,6 +404,7 @@ URL_KWARG_NAMES = {
     "event_pk": "pk",
     "endpoint_pk": "pk",
     "quota_request_pk": "pk",
+    "statement_pk": "pk",
     "group_mapping_pk": "pk",
 }
 

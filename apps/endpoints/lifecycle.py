@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 _LOCK_NAMESPACE = 7261  # first key of pg_advisory_xact_lock(int, int); the second is the cluster id
 SYSTEM = Actor.system()
-SUPPORTED_RUNTIMES = (Cluster.Runtime.RAY,)
+SUPPORTED_RUNTIMES = (Cluster.Runtime.RAY, Cluster.Runtime.KUBERNETES)
 
 
 @dataclass(frozen=True)
@@ -245,11 +245,13 @@ def _decide(endpoint: Endpoint, seen: Observed, runtime_base_url: str, now: dt.d
                 state_message="Missing on the cluster; restoring it."
             )
             return False, True
-        if seen.phase == Phase.FAILED:
+        if seen.phase == Phase.FAILED and seen.current:
             _fail(endpoint, message=f"The runtime reports it failed: {seen.message}")
             return False, True
         if seen.phase == Phase.UNHEALTHY:
             message = f"Unhealthy: {seen.message}"[:4000]
+        elif seen.phase == Phase.FAILED:
+            message = f"Changed on the cluster and failing there; restoring it: {seen.message}"[:4000]
         elif endpoint.state_message in _HEALTHY_MESSAGES:
             message = endpoint.state_message  # keep "Change rolled out." rather than rewrite it on every poll
         else:
@@ -258,7 +260,8 @@ def _decide(endpoint: Endpoint, seen: Observed, runtime_base_url: str, now: dt.d
             Endpoint.objects.filter(pk=endpoint.pk, state=S.READY).update(
                 observed_replicas=seen.replicas, state_message=message
             )
-        return False, not seen.current and seen.phase == Phase.RUNNING
+        # What runs is not the spec Pareto applied (changed on the cluster by hand): apply Pareto's again.
+        return False, not seen.current and seen.phase != Phase.DELETING
     if state == S.DELETING:
         if seen.phase == Phase.MISSING:
             if _move(
@@ -296,6 +299,9 @@ def cluster_observe(*, cluster_id: int) -> ObserveResult:
             needs_apply = True
             if endpoint.state == Endpoint.State.READY and seen.phase == Phase.MISSING:
                 drift.append(f"{endpoint.app_name} ({endpoint}) is missing")
+            elif endpoint.state == Endpoint.State.READY and not seen.current:
+                # A ready endpoint runs the spec last applied; anything else was changed on the cluster by hand.
+                drift.append(f"{endpoint.app_name} ({endpoint}) differs from its desired spec")
     # A pending operation is an intent no apply has carried out yet (a lost message, a worker that died).
     pending = Operation.objects.filter(cluster=cluster, state=Operation.State.PENDING).exists()
     return ObserveResult(

@@ -11,6 +11,7 @@ import uuid
 
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 
 from apps.core.health import redis_client
 from apps.inventory.models import Cluster
@@ -75,6 +76,7 @@ def cluster_reconcile(cluster_id: int) -> None:
     except TransientRuntimeError as exc:
         log.warning("cluster %s: reconcile could not observe: %s", cluster_id, exc)
         return
+    Cluster.objects.filter(pk=cluster_id).update(last_reconciled_at=timezone.now())
     if result.needs_apply:
         if result.drift:
             lifecycle.record_reconcile(cluster_id=cluster_id, drift=result.drift)
@@ -89,3 +91,7 @@ def reconcile_all() -> int:
     for cluster_id in ids:
         cluster_reconcile.delay(cluster_id)
     return len(ids)
+
+
+# Registers the Kubernetes runtime's tasks (watch, namespace sync) with the worker, which discovers tasks.py only.
+from . import kube_tasks  # noqa: E402, F401

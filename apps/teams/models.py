@@ -35,6 +35,12 @@ class Team(models.Model):
         default=ApprovalPolicy.AUTO,
         help_text="What happens to an endpoint request that fits the team's free GPU quota.",
     )
+    # Budget policy (apps.metering): refuse new endpoint requests while this month's cost is at or over budget.
+    block_requests_over_budget = models.BooleanField(
+        "block requests over budget",
+        default=False,
+        help_text="Refuse new endpoint requests while this month's metered cost is at or over the monthly budget.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

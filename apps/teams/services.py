@@ -86,20 +86,32 @@ def quota_set(*, actor: Actor, team: Team, gpu_type: GpuType, limit: int) -> Gpu
         _lock_team(team)
         existing = GpuQuota.objects.select_for_update().filter(team=team, gpu_type=gpu_type).first()
         if existing is None:
-            return model_create(
+            quota = model_create(
                 GpuQuota,
                 actor=actor,
                 action="quota.create",
                 team=team,
                 data={"team": team, "gpu_type": gpu_type, "limit": limit},
             )
-        return model_update(
-            existing, actor=actor, action="quota.update", data={"limit": limit}, allowed=("limit",), team=team
-        )
+        else:
+            quota = model_update(
+                existing, actor=actor, action="quota.update", data={"limit": limit}, allowed=("limit",), team=team
+            )
+        _sync_kubernetes_quota(team)
+        return quota
 
 
 def quota_delete(*, actor: Actor, quota: GpuQuota) -> None:
-    model_delete(quota, actor=actor, action="quota.delete", team=quota.team)
+    with transaction.atomic():
+        model_delete(quota, actor=actor, action="quota.delete", team=quota.team)
+        _sync_kubernetes_quota(quota.team)
+
+
+def _sync_kubernetes_quota(team: Team) -> None:
+    """Once committed, the team's ResourceQuota on every Kubernetes cluster follows the new quota."""
+    from apps.endpoints.kube_tasks import enqueue_team_sync
+
+    enqueue_team_sync(team)
 
 
 def budget_set(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from apps.endpoints.models import Endpoint
     from apps.inventory.models import Cluster
 
+PUT_TIMEOUT_SECONDS = 60.0
 _PHASES = {
     "NOT_STARTED": Phase.DEPLOYING,
     "DEPLOYING": Phase.DEPLOYING,
@@ -56,7 +57,7 @@ class RayDashboardClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = f"{self.base_url}{path}"
         try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            response = self.session.request(method, url, **{"timeout": self.timeout, **kwargs})
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise TransientRuntimeError(f"Ray dashboard at {self.base_url} did not answer: {exc}") from exc
         except requests.RequestException as exc:  # a malformed URL and the like: trying again cannot help
@@ -88,7 +89,10 @@ class RayDashboardClient:
         return body
 
     def put_applications(self, config: Mapping[str, Any]) -> None:
-        self._call("PUT", "/api/serve/applications/", json=dict(config))
+        # The first PUT on a cluster starts Serve's controller and proxy before it answers: 2.4 s on an idle
+        # 2-core machine, 11 s seen under load. Cut off at the usual timeout it would fail and be retried.
+        timeout = max(self.timeout, PUT_TIMEOUT_SECONDS)
+        self._call("PUT", "/api/serve/applications/", json=dict(config), timeout=timeout)
 
 
 def _subset(desired: Any, deployed: Any) -> bool:

@@ -234,11 +234,15 @@ def test_base_url_is_the_serve_url_plus_the_route(world):
     assert RayRuntime().base_url(world["cluster"], ep) == "http://10.1.2.3:8000/team-a/chat/v1"
 
 
-def test_runtime_for_a_ray_cluster_is_ray_and_kubernetes_is_not_yet(world):
+def test_runtime_for_picks_the_clusters_runtime_and_refuses_others(world):
+    from apps.endpoints.runtime.kube import KubernetesRuntime
+
     assert isinstance(runtime_for(world["cluster"]), RayRuntime)
     k8s = ClusterFactory(runtime="kubernetes", ray_dashboard_url="")
+    assert isinstance(runtime_for(k8s), KubernetesRuntime)
+    other = ClusterFactory(runtime="slurm", ray_dashboard_url="")
     with pytest.raises(PermanentRuntimeError):
-        runtime_for(k8s)
+        runtime_for(other)
 
 
 # --- error classification --------------------------------------------------------------------------------------

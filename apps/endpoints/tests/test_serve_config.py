@@ -55,7 +55,10 @@ def test_gpu_cluster_sets_accelerator_type_and_tensor_parallel_size(gpu_cluster,
         "model_id": f"team-a-chat-{ep.pk}",
         "model_source": "meta-llama/Llama-3.1-8B-Instruct",
     }
-    assert config["deployment_config"] == {"autoscaling_config": {"min_replicas": 1, "max_replicas": 3}}
+    assert "deployment_config" not in config  # replica numbers are a deployment option (changed in place)
+    assert app["deployments"] == [
+        {"name": f"LLMServer:team-a-chat-{ep.pk}", "autoscaling_config": {"min_replicas": 1, "max_replicas": 3}}
+    ]
     assert "placement_group_config" not in config
     assert "runtime_env" not in app  # nothing to set on a GPU cluster without secrets
 

@@ -208,9 +208,11 @@ def test_reconcile_gives_up_quietly_when_the_runtime_does_not_answer(world, fake
 
 def test_reconcile_all_fans_out_to_the_clusters_it_can_drive(world):
     other_ray = ClusterFactory(name="west")
-    ClusterFactory(name="aks", runtime=Cluster.Runtime.KUBERNETES, ray_dashboard_url="")
-    assert tasks.reconcile_all() == 2
+    aks = ClusterFactory(name="aks", runtime=Cluster.Runtime.KUBERNETES, ray_dashboard_url="")
+    ClusterFactory(name="slurm", runtime="slurm", ray_dashboard_url="")
+    assert tasks.reconcile_all() == 3
     assert sorted(t.args for t in queued_tasks("endpoints.cluster_reconcile")) == [
         [world["cluster"].pk],
         [other_ray.pk],
+        [aks.pk],
     ]
