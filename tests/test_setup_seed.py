@@ -17,13 +17,25 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import Actor
 from apps.catalog.models import CatalogModel
 from apps.core.management.commands import seed_demo
-from apps.inventory.models import Cluster, GpuPrice, GpuType
+from apps.inventory.models import Cluster, ClusterGpuInventory, GpuPrice, GpuType
 from apps.teams.models import Budget, GpuQuota, Membership, Team
 from apps.teams.services import quota_set
 
 pytestmark = pytest.mark.django_db
 
-MODELS = (Team, User, Membership, GpuType, GpuPrice, CatalogModel, GpuQuota, Budget, Cluster, AuditEvent)
+MODELS = (
+    Team,
+    User,
+    Membership,
+    GpuType,
+    GpuPrice,
+    CatalogModel,
+    GpuQuota,
+    Budget,
+    Cluster,
+    ClusterGpuInventory,
+    AuditEvent,
+)
 
 
 def counts() -> dict[str, int]:

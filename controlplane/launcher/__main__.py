@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,12 +30,15 @@ from .embedded import (
     stop_postgres,
     wait_for_redis,
 )
-from .supervisor import Supervisor, alive, say, stop_group
+from .rayhead import RayHead, start_argv, start_env, stop_session, temp_dir_for, wait_until_ready
+from .supervisor import Child, Supervisor, alive, say, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 DATABASE = "pareto"
 HEALTH_TIMEOUT = 90.0
+RAY_TIMEOUT = 150.0  # `ray start` took 8-14 s on an idle 2-core machine, several times that under load
+TINY_MODEL = Path("models") / "tiny-llama"  # under var/, where `manage.py build_tiny_model` puts it
 
 
 def var_dir() -> Path:
@@ -145,7 +149,10 @@ def reap_leftovers(var: Path) -> None:
         # The pid may have been reused since: only a group leader that still runs our code is ours.
         if leader and _runs_from(pid, (ROOT, var)):
             say(f"stopping {name} (pid {pid}) left over from an earlier run")
-            stop_group(pid, timeout=10, name=name)
+            if name == "ray":
+                stop_session(pid, timeout=20)
+            else:
+                stop_group(pid, timeout=10, name=name)
     path.unlink(missing_ok=True)
 
 
@@ -187,8 +194,16 @@ def readyz(base: str) -> tuple[int | None, str]:
 # --- ./pareto up -----------------------------------------------------------------------------------------
 
 
-def print_banner(base: str, logins_file: Path, started: float, out: IO[str]) -> None:
+def print_banner(base: str, logins_file: Path, started: float, out: IO[str], ray: RayHead | None = None) -> None:
     lines = ["", "=" * 78, f"  Pareto is up: {base}   (started in {time.time() - started:.1f}s)", ""]
+    if ray is not None:
+        lines += [
+            f'  Local Ray cluster "local-ray": dashboard {ray.dashboard_url}',
+            f"    endpoints answer at {ray.serve_url}/<team>/<endpoint>/v1 (OpenAI API); demo model: tiny-llama",
+            "",
+        ]
+    else:
+        lines += ["  No local Ray (PARETO_RAY=false): endpoints need a cluster you add yourself.", ""]
     try:
         logins = json.loads(logins_file.read_text())
     except (FileNotFoundError, ValueError):
@@ -200,7 +215,8 @@ def print_banner(base: str, logins_file: Path, started: float, out: IO[str]) -> 
             password = entry.get("password") or "(set earlier, not known here)"
             lines.append(f"    {entry['username']:<{width}}  {password:<24}  {entry['role']}")
         lines.append(f"  (also in {logins_file})")
-    lines += ["", "  Ctrl-C stops web, worker, beat, Redis and PostgreSQL.", "=" * 78, ""]
+    what = "web, worker, beat, " + ("Ray, " if ray is not None else "") + "Redis and PostgreSQL"
+    lines += ["", f"  Ctrl-C stops {what}.", "=" * 78, ""]
     out.write("\n".join(lines) + "\n")
     out.flush()
 
@@ -222,6 +238,7 @@ def _up(var: Path, signals: Signals, started: float) -> int:
     env = dict(os.environ)
     env.pop("PARETO_BOOTSTRAP_STARTED", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PARETO_VAR_DIR"] = str(var)  # so that every child agrees where the demo model lives
     env.setdefault("PARETO_HTTPS", "false")
     env.setdefault("PARETO_STATIC_ROOT", str(var / "staticfiles"))
     if not env.get("PARETO_SECRET_KEY"):
@@ -230,6 +247,7 @@ def _up(var: Path, signals: Signals, started: float) -> int:
     reap_leftovers(var)  # before the port check: a leftover web server may hold the port
     if port_in_use(port):
         raise LaunchError(f"Port {port} on 127.0.0.1 is in use; stop what uses it or set PARETO_PORT.")
+    ray = local_ray(env, web_port=port)
     embedded_db = not env.get("DATABASE_URL")
     embedded_redis = not env.get("REDIS_URL")
     logins_file = var / "demo_logins.json"
@@ -254,6 +272,11 @@ def _up(var: Path, signals: Signals, started: float) -> int:
             say(f"Redis is up ({time.monotonic() - step:.1f}s)")
         write_state(var, supervisor, pg)
         say(f"database {redact(env['DATABASE_URL'])}, redis {redact(env['REDIS_URL'])}")
+        ray_child = None
+        if ray is not None:
+            install_runtime(env)
+            ray_child = start_ray(supervisor, ray, var, env)
+            write_state(var, supervisor, pg)
 
         step = time.monotonic()
         say("migrating, collecting static files and loading the demo data ...")
@@ -263,6 +286,8 @@ def _up(var: Path, signals: Signals, started: float) -> int:
         if subprocess.run(prepare, env=env, cwd=ROOT, start_new_session=True, check=False).returncode != 0:
             raise LaunchError("Preparing the database failed; see the output above.")
         say(f"prepared ({time.monotonic() - step:.1f}s)")
+        if ray is not None:
+            build_tiny_model(var, env)
 
         # Stopped in reverse: web first (no new requests), then beat, then the worker finishes its tasks.
         supervisor.start("worker", worker_argv(), env=env, cwd=ROOT, stop_timeout=20)
@@ -277,7 +302,15 @@ def _up(var: Path, signals: Signals, started: float) -> int:
             if time.monotonic() > deadline:
                 raise LaunchError(f"The web server did not answer {base}healthz within {HEALTH_TIMEOUT:.0f}s.")
             time.sleep(0.3)
-        print_banner(base, logins_file, started, sys.stdout)
+        if ray is not None and ray_child is not None:
+            step = time.monotonic()
+            ray_process = ray_child.process
+            try:
+                wait_until_ready(ray.dashboard_url, timeout=RAY_TIMEOUT, is_alive=lambda: ray_process.poll() is None)
+            except RuntimeError as exc:
+                raise LaunchError(f"The local Ray head did not come up: {exc}; see its output above.") from exc
+            say(f"Ray is up: dashboard {ray.dashboard_url} (waited {time.monotonic() - step:.1f}s more)")
+        print_banner(base, logins_file, started, sys.stdout, ray)
         rc = _supervise(supervisor, pg, base, env["REDIS_URL"])
     except Stop as stop:
         say(f"{stop} received: stopping everything")
@@ -294,6 +327,84 @@ def _up(var: Path, signals: Signals, started: float) -> int:
         _state_path(var).unlink(missing_ok=True)
         say("stopped" if rc == 0 else f"stopped (exit {rc})")
     return rc
+
+
+def local_ray(env: dict[str, str], *, web_port: int) -> RayHead | None:
+    """The local Ray head to start, or None with PARETO_RAY=false. Its ports must be free now."""
+    if env.get("PARETO_RAY", "true").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        head = RayHead.local(env)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from exc
+    for name, ray_port in head.listening_ports().items():
+        variable = {
+            "Ray GCS": "PARETO_RAY_GCS_PORT",
+            "Ray dashboard": "PARETO_RAY_DASHBOARD_PORT",
+            "Ray Serve HTTP": "PARETO_RAY_SERVE_PORT",
+            "Ray metrics export": "PARETO_RAY_METRICS_PORT",
+        }[name]
+        if ray_port == web_port or port_in_use(ray_port):
+            raise LaunchError(
+                f"Port {ray_port} ({name}) on 127.0.0.1 is in use (another Ray, or another ./pareto up?). "
+                f"Set {variable} to a free port, or PARETO_RAY=false to start without a local Ray."
+            )
+    return head
+
+
+def install_runtime(env: dict[str, str]) -> None:
+    """vLLM for CPU and Ray Serve in this venv: about 3 minutes and 1.1 GB of wheels the first time, then a
+    check that takes a second (scripts/install-runtime is idempotent)."""
+    step = time.monotonic()
+    say("checking the serving runtime (vLLM for CPU, Ray Serve); the first start installs it: ~1.1 GB, ~3 min")
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "install-runtime"), sys.prefix], env=env, cwd=ROOT, start_new_session=True, check=False
+    )
+    if done.returncode != 0:
+        raise LaunchError(
+            "Installing the serving runtime failed (output above; see docs/runtime.md). "
+            "PARETO_RAY=false starts Pareto without it."
+        )
+    say(f"serving runtime ready ({time.monotonic() - step:.1f}s)")
+
+
+def start_ray(supervisor: Supervisor, head: RayHead, var: Path, env: dict[str, str]) -> Child:
+    """`ray start --head --block` as a supervised child; stopped session-wide, raylet first (rayhead.py)."""
+    temp = temp_dir_for(var)
+    # Sessions of earlier runs are dead (we hold var/'s lock and reaped leftovers): keep only their space.
+    if temp.is_dir():
+        for old in temp.glob("session_*"):
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    say(f"starting Ray (head on 127.0.0.1, dashboard {head.dashboard_url}, temp dir {temp}) ...")
+    return supervisor.start(
+        "ray",
+        start_argv(head, temp_dir=temp, ray=Path(PYTHON).parent / "ray"),
+        env=start_env(env),
+        cwd=ROOT,
+        stop_timeout=30,
+        stopper=lambda pid: _stop_ray(pid, temp, var),
+    )
+
+
+def _stop_ray(pid: int, temp: Path, var: Path) -> None:
+    stop_session(pid, timeout=30)
+    if not temp.is_relative_to(var):  # the short /tmp stand-in for a long var/ path: nothing in it outlives Ray
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def build_tiny_model(var: Path, env: dict[str, str]) -> None:
+    """The demo model, built once (offline, deterministic; 10-20 s) and put in the catalog."""
+    if (var / TINY_MODEL / "config.json").is_file():
+        return
+    step = time.monotonic()
+    say(f"building the tiny demo model into {var / TINY_MODEL} (once) ...")
+    argv = [PYTHON, str(ROOT / "manage.py"), "build_tiny_model", "--register"]
+    if subprocess.run(argv, env=env, cwd=ROOT, start_new_session=True, check=False).returncode != 0:
+        raise LaunchError("Building the tiny demo model failed; see the output above.")
+    say(f"tiny model built ({time.monotonic() - step:.1f}s)")
 
 
 class ChildDied(LaunchError):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -77,6 +77,8 @@ class Child:
     pump: threading.Thread | None = None
     logfile: IO[bytes] | None = None
     stopped: bool = False
+    # How to stop it instead of SIGTERM to its process group (the Ray head: its workers have groups of their own).
+    stopper: Callable[[int], object] | None = None
 
     @property
     def pid(self) -> int:
@@ -97,6 +99,7 @@ class Supervisor:
         cwd: Path,
         stop_timeout: float = 15.0,
         logfile: Path | None = None,
+        stopper: Callable[[int], object] | None = None,
     ) -> Child:
         """Start a child. Its output goes to `logfile` if given, else to our stdout with `name |` in front."""
         log = logfile.open("ab") if logfile is not None else None
@@ -109,7 +112,9 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        child = Child(name=name, argv=list(argv), process=process, stop_timeout=stop_timeout, logfile=log)
+        child = Child(
+            name=name, argv=list(argv), process=process, stop_timeout=stop_timeout, logfile=log, stopper=stopper
+        )
         self.children.append(child)
         if log is None:
             child.pump = threading.Thread(target=self._pump, args=(child,), name=f"pump-{name}", daemon=True)
@@ -139,7 +144,10 @@ class Supervisor:
         if child.stopped:
             return
         child.stopped = True
-        stop_group(child.pid, timeout=child.stop_timeout, name=child.name)
+        if child.stopper is not None:
+            child.stopper(child.pid)
+        else:
+            stop_group(child.pid, timeout=child.stop_timeout, name=child.name)
         try:
             child.process.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - the group was killed above

@@ -1,5 +1,9 @@
 """Demo data for trying Pareto on one machine: teams, one local user per role, GPU types, models, a Ray cluster.
 
+The cluster is the local Ray head that `./pareto up` starts (CPU-only, so its "GPU" type is CPU: one per vLLM
+replica), and the catalog includes the tiny demo model that `./pareto up` builds into var/models/tiny-llama; so a
+lead can request an endpoint that really serves, on a laptop.
+
 Idempotent: it creates what is missing and never changes a row that exists, so running it again (every
 `./pareto up` does) keeps whatever was edited in the portal. Every write goes through the services as
 `Actor.system()`, so each one leaves an audit event like any other change.
@@ -29,10 +33,11 @@ from apps.accounts.services import user_create_local
 from apps.audit.services import Actor
 from apps.catalog.models import CatalogModel
 from apps.catalog.services import catalog_model_create
-from apps.inventory.models import Cluster, GpuPrice, GpuType
-from apps.inventory.services import cluster_create, gpu_price_add, gpu_type_create
+from apps.inventory.models import Cluster, ClusterGpuInventory, GpuPrice, GpuType
+from apps.inventory.services import cluster_create, cluster_inventory_set, gpu_price_add, gpu_type_create
 from apps.teams.models import Budget, GpuQuota, Membership, Team
 from apps.teams.services import budget_set, membership_add, quota_set, team_create
+from controlplane.launcher.rayhead import NUM_CPUS, RayHead
 
 EXAMPLE_PRICE_NOTE = "example price"
 EXAMPLE_PRICES_FROM = datetime(2025, 1, 1, tzinfo=UTC)
@@ -87,6 +92,12 @@ GPU_TYPES: list[dict[str, Any]] = [
         "node_selector_value": "NVIDIA-L4",
         "ray_accelerator_type": "L4",
         "hourly_price": Decimal("0.80"),
+    },
+    {
+        # What a replica gets on a CPU-only cluster (the local Ray head): one CPU per "GPU" of the endpoint.
+        "sku": "CPU",
+        "memory_gib": 1,
+        "hourly_price": Decimal("0.05"),
     },
 ]
 
@@ -163,20 +174,67 @@ CATALOG: list[dict[str, Any]] = [
 ]
 
 QUOTAS = [
+    ("research", "CPU", 4),
+    ("product", "CPU", 2),
+    ("platform", "CPU", 2),
     ("research", "H100-80GB", 8),
     ("research", "A100-80GB", 4),
     ("product", "L4", 8),
     ("product", "A100-80GB", 2),
     ("platform", "L4", 4),
 ]
+
+
+def tiny_model_entry() -> dict[str, Any]:
+    """The tiny demo model as a catalog entry, from its builder's constants (no torch needed here). Its source is
+    filled in when seeding: the absolute path `manage.py build_tiny_model` builds into (under PARETO_VAR_DIR)."""
+    from apps.catalog import tinymodel as tm
+    from apps.catalog.management.commands.build_tiny_model import CATALOG_NAME, catalog_fields
+
+    # A Llama with tied embeddings: the embedding, per layer q/k/v/o, the gated MLP and two norms, a final norm.
+    per_layer = (
+        tm.HIDDEN_SIZE * tm.NUM_HEADS * tm.HEAD_DIM * 2  # q and o
+        + tm.HIDDEN_SIZE * tm.NUM_KV_HEADS * tm.HEAD_DIM * 2  # k and v
+        + tm.HIDDEN_SIZE * tm.INTERMEDIATE_SIZE * 3
+        + tm.HIDDEN_SIZE * 2
+    )
+    info = {
+        "path": None,
+        "family": "llama",
+        "dtype": tm.DTYPE,
+        "num_layers": tm.NUM_LAYERS,
+        "hidden_size": tm.HIDDEN_SIZE,
+        "num_attention_heads": tm.NUM_HEADS,
+        "num_kv_heads": tm.NUM_KV_HEADS,
+        "head_dim": tm.HEAD_DIM,
+        "context_length": tm.CONTEXT_LENGTH,
+        "parameter_count": tm.VOCAB_SIZE * tm.HIDDEN_SIZE + tm.NUM_LAYERS * per_layer + tm.HIDDEN_SIZE,
+    }
+    return {"name": CATALOG_NAME, **catalog_fields(info), "recommended_gpu_type": "CPU", "recommended_gpu_count": 1}
+
+
+CATALOG.append(tiny_model_entry())
+
 BUDGETS = [("research", Decimal("60000.00")), ("product", Decimal("25000.00")), ("platform", Decimal("10000.00"))]
 
-CLUSTER = {
-    "name": "local-ray",
-    "runtime": Cluster.Runtime.RAY,
-    "description": "The local Ray head (`ray start --head`), dashboard on 127.0.0.1:8265.",
-    "ray_dashboard_url": "http://127.0.0.1:8265",
-}
+CLUSTER_NAME = "local-ray"
+
+
+def local_cluster() -> dict[str, Any]:
+    """The Ray head `./pareto up` starts, on the same ports (PARETO_RAY_*_PORT, defaults in launcher/rayhead.py)."""
+    head = RayHead.local(os.environ)
+    return {
+        "name": CLUSTER_NAME,
+        "runtime": Cluster.Runtime.RAY,
+        "description": (
+            f"The local Ray head of ./pareto up (`ray start --head --num-cpus={NUM_CPUS}`), CPU only: "
+            f"dashboard on {head.dashboard_url}, endpoints under {head.serve_url}."
+        ),
+        "ray_dashboard_url": head.dashboard_url,
+        "ray_serve_url": head.serve_url,
+        "cpu_only": True,
+        "metrics_urls": head.metrics_url,
+    }
 
 
 def default_logins_file() -> Path:
@@ -252,9 +310,12 @@ def seed_demo(*, known_passwords: dict[str, str]) -> tuple[int, list[dict[str, s
 
     for data in CATALOG:
         if not CatalogModel.objects.filter(name=data["name"]).exists():
-            catalog_model_create(
-                actor=actor, **{**data, "recommended_gpu_type": gpu_types[data["recommended_gpu_type"]]}
-            )
+            entry: dict[str, Any] = {**data, "recommended_gpu_type": gpu_types[data["recommended_gpu_type"]]}
+            if entry["source"] is None:  # the tiny demo model: where build_tiny_model puts it
+                from apps.catalog.management.commands.build_tiny_model import default_out_dir
+
+                entry["source"] = str(default_out_dir().resolve())
+            catalog_model_create(actor=actor, **entry)
             created += 1
 
     for slug, sku, limit in QUOTAS:
@@ -266,8 +327,13 @@ def seed_demo(*, known_passwords: dict[str, str]) -> tuple[int, list[dict[str, s
             budget_set(actor=actor, team=teams[slug], monthly_amount=amount, currency="USD", alert_thresholds=[80, 100])
             created += 1
 
-    if not Cluster.objects.filter(name=CLUSTER["name"]).exists():
-        cluster_create(actor=actor, **CLUSTER)
+    cluster = Cluster.objects.filter(name=CLUSTER_NAME).first()
+    if cluster is None:
+        cluster = cluster_create(actor=actor, **local_cluster())
+        created += 1
+    # The head's logical CPUs are what Pareto may hand out on it.
+    if not ClusterGpuInventory.objects.filter(cluster=cluster, gpu_type=gpu_types["CPU"]).exists():
+        cluster_inventory_set(actor=actor, cluster=cluster, gpu_type=gpu_types["CPU"], count=NUM_CPUS)
         created += 1
     return created, logins
 
