@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -21,6 +20,8 @@ from apps.accounts.models import ApiToken, User
 from apps.accounts.tests.factories import UserFactory
 from apps.audit.models import AuditEvent
 from apps.audit.services import Actor
+from apps.audit.tests import checks
+from apps.audit.tests.checks import no_event
 
 IP = "192.0.2.10"
 STRONG = "violet-anchor-29-maple"
@@ -41,20 +42,8 @@ def last_event(action: str, actor: Actor, target_type: str, target_id: int) -> A
     return event
 
 
-@contextmanager
-def refused(field: str) -> Iterator[pytest.ExceptionInfo[ValidationError]]:
-    counts = (User.objects.count(), ApiToken.objects.count(), AuditEvent.objects.count())
-    with pytest.raises(ValidationError) as info:
-        yield info
-    assert field in info.value.message_dict, info.value
-    assert (User.objects.count(), ApiToken.objects.count(), AuditEvent.objects.count()) == counts
-
-
-@contextmanager
-def no_event() -> Iterator[None]:
-    count = AuditEvent.objects.count()
-    yield
-    assert AuditEvent.objects.count() == count
+def refused(field: str) -> AbstractContextManager[pytest.ExceptionInfo[ValidationError]]:
+    return checks.refused(field, User, ApiToken)
 
 
 # --- local users ---------------------------------------------------------------------------------

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from decimal import Decimal
 
 import pytest
@@ -11,6 +10,8 @@ from django.core.exceptions import ValidationError
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import Actor
+from apps.audit.tests import checks
+from apps.audit.tests.checks import no_event
 from apps.catalog import services
 from apps.catalog.models import CatalogModel
 from apps.catalog.tests.factories import CatalogModelFactory
@@ -48,20 +49,8 @@ def last_event(action: str, actor: Actor, target: CatalogModel) -> AuditEvent:
     return event
 
 
-@contextmanager
-def refused(field: str) -> Iterator[pytest.ExceptionInfo[ValidationError]]:
-    counts = (CatalogModel.objects.count(), AuditEvent.objects.count())
-    with pytest.raises(ValidationError) as info:
-        yield info
-    assert field in info.value.message_dict, info.value
-    assert (CatalogModel.objects.count(), AuditEvent.objects.count()) == counts
-
-
-@contextmanager
-def no_event() -> Iterator[None]:
-    count = AuditEvent.objects.count()
-    yield
-    assert AuditEvent.objects.count() == count
+def refused(field: str) -> AbstractContextManager[pytest.ExceptionInfo[ValidationError]]:
+    return checks.refused(field, CatalogModel)
 
 
 def test_catalog_model_create_audits_the_model(actor):

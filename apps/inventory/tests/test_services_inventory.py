@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +14,8 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import Actor
+from apps.audit.tests import checks
+from apps.audit.tests.checks import no_event
 from apps.catalog.tests.factories import CatalogModelFactory
 from apps.inventory import services
 from apps.inventory.models import Cluster, ClusterGpuInventory, GpuPrice, GpuType
@@ -58,21 +59,8 @@ def assert_audited(
     return event
 
 
-@contextmanager
-def refused(field: str, *models_: type[models.Model]) -> Iterator[pytest.ExceptionInfo[ValidationError]]:
-    counted = (*(models_ or INVENTORY_ROWS), AuditEvent)
-    counts = {m: m.objects.count() for m in counted}
-    with pytest.raises(ValidationError) as info:
-        yield info
-    assert field in info.value.message_dict, info.value
-    assert {m: m.objects.count() for m in counted} == counts
-
-
-@contextmanager
-def no_event() -> Iterator[None]:
-    count = AuditEvent.objects.count()
-    yield
-    assert AuditEvent.objects.count() == count
+def refused(field: str, *models_: type[models.Model]) -> AbstractContextManager[pytest.ExceptionInfo[ValidationError]]:
+    return checks.refused(field, *(models_ or INVENTORY_ROWS))
 
 
 # --- GPU types -----------------------------------------------------------------------------------

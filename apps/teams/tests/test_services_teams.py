@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +15,7 @@ from django.db import IntegrityError, connection, connections, models, transacti
 from apps.accounts.tests.factories import UserFactory
 from apps.audit.models import AuditEvent
 from apps.audit.services import Actor
+from apps.audit.tests.checks import no_event, refused
 from apps.inventory.models import GpuType
 from apps.inventory.tests.factories import GpuTypeFactory
 from apps.teams import services
@@ -55,24 +55,6 @@ def assert_audited(
     if after is not None:
         assert event.after is not None and after.items() <= event.after.items(), event.after
     return event
-
-
-@contextmanager
-def refused(field: str, *models_: type[models.Model]) -> Iterator[pytest.ExceptionInfo[ValidationError]]:
-    """The block raises a ValidationError naming `field`, and no row of `models_` nor any audit event changes."""
-    counted = (*models_, AuditEvent)
-    counts = {m: m.objects.count() for m in counted}
-    with pytest.raises(ValidationError) as info:
-        yield info
-    assert field in info.value.message_dict, info.value
-    assert {m: m.objects.count() for m in counted} == counts
-
-
-@contextmanager
-def no_event() -> Iterator[None]:
-    count = AuditEvent.objects.count()
-    yield
-    assert AuditEvent.objects.count() == count
 
 
 # --- teams ---------------------------------------------------------------------------------------
