@@ -275,3 +275,30 @@ class StatementLine(models.Model):
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.generation_tokens
+
+
+class TeamMonthCost(models.Model):
+    """A team's metered totals for one statement-zone month and currency, summed from the daily rollups.
+
+    Derived data, kept so that finance's pages read a few hundred rows instead of a year of `UsageDay`: rebuilt by
+    `monthly.refresh_team_months` whenever a day is rolled up. Money stays exact, as in the rollups: cost =
+    price_seconds / 3600, idle cost = idle_price_seconds / 3600 (idle GPU-seconds x the rate of their row)."""
+
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="+")
+    month = models.DateField(help_text="First day of the month (statement time zone).")
+    currency = models.CharField(max_length=3, blank=True, default="")
+    price_seconds = models.DecimalField(max_digits=28, decimal_places=4, default=0)
+    idle_price_seconds = models.DecimalField(max_digits=28, decimal_places=4, default=0)
+    gpu_seconds = models.BigIntegerField(default=0)
+    idle_gpu_seconds = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    generation_tokens = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "month", "currency"], name="metering_team_month_unique")]
+        indexes = [models.Index(fields=["month"])]
+
+    def __str__(self) -> str:
+        return f"team {self.team_id} {self.month:%Y-%m} {self.currency}"

@@ -24,6 +24,7 @@ from django.db import connection, transaction
 
 from .histograms import merge_parts
 from .models import DirtyHour, UsageDay, UsageHour, UsageMinute
+from .monthly import refresh_team_months
 
 HOUR = dt.timedelta(hours=1)
 _LOCK_HOUR, _LOCK_DAY = 7301, 7302
@@ -150,6 +151,7 @@ def rollup_day(day: dt.date) -> int:
         UsageDay.objects.filter(day=day).delete()
         rows = _rows(UsageDay, groups, day=day)
         UsageDay.objects.bulk_create(rows, batch_size=2000)
+        refresh_team_months([day])  # finance's monthly totals follow their days
     return len(rows)
 
 
