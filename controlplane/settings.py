@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "apps.catalog",
     "apps.endpoints",
     "apps.metering",
+    "apps.dashboards",
     "apps.core",
 ]
 

@@ -23,6 +23,7 @@ urlpatterns = [
     path("audit/", include("apps.audit.urls")),
     path("endpoints/", include("apps.endpoints.urls")),
     path("metering/", include("apps.metering.urls")),
+    path("dashboards/", include("apps.dashboards.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -146,6 +146,13 @@ API_SIGNED_IN = everyone(OK, anon=AUTH)
 ROUTES: list[Route] = [
     # --- pages ---------------------------------------------------------------------------------
     page("core:home", SIGNED_IN),
+    page("dashboards:team", only(TEAM_A_VIEWERS), "slug"),
+    page("dashboards:endpoint", only(TEAM_A_VIEWERS), "endpoint_pk"),
+    page("dashboards:finance", only(FINANCE)),
+    page("dashboards:finance_team", only(FINANCE), "slug"),
+    page("dashboards:finance_endpoint", only(FINANCE), "endpoint_pk"),
+    page("dashboards:admin", only(ADMIN)),
+    page("dashboards:frontier", SIGNED_IN),
     page("accounts:group_mappings", only(ADMIN)),
     page(
         "accounts:group_mapping_create",

@@ -39,4 +39,10 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         },
         "metering-prune": {"task": "metering.prune", "schedule": 6 * 3600.0},
         "metering-monthly-statements": {"task": "metering.monthly_statements", "schedule": 3600.0},
+        # Dashboards (docs/dashboards.md): the per-endpoint window summaries behind the frontier, from the rollups.
+        "dashboards-refresh-summaries": {
+            "task": "dashboards.refresh_summaries",
+            "schedule": 300.0,
+            "options": {"expires": 300},
+        },
     }

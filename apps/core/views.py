@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
@@ -9,14 +7,9 @@ from django.views.decorators.http import require_GET
 
 from apps.accounts.permissions import access_for, require, signed_in
 from apps.accounts.selectors import platform_admins
-from apps.audit.selectors import audit_events, with_changes
-from apps.teams.selectors import my_teams_with_summary, teams_with_summary
+from apps.teams.models import Team
 
 from .health import readiness
-from .selectors import platform_counts
-
-RECENT_EVENTS = 10
-HOME_TEAMS = 25
 
 
 @never_cache
@@ -40,19 +33,17 @@ def readyz(request: HttpRequest) -> HttpResponse:
 
 @require(signed_in)
 def home(request: HttpRequest) -> HttpResponse:
-    """One summary per role the person has; someone with no role yet is told whom to ask."""
+    """Each role's home page is its dashboard: admins the platform's, finance the chargeback one, and everyone else
+    their team's (the first of their teams; the tab bar reaches the others). Someone with no role is told whom to
+    ask. The dashboard views check access themselves, with the same request."""
+    from apps.dashboards.views import admin, finance, team
+
     access = access_for(request.user)
-    context: dict[str, Any] = {}
     if not access.has_any_role:
-        context["admins"] = list(platform_admins())
-        return render(request, "core/no_role.html", context)
+        return render(request, "core/no_role.html", {"admins": list(platform_admins())})
     if access.is_admin:
-        context["counts"] = platform_counts()
-        context["recent_events"] = with_changes(audit_events(access=access)[:RECENT_EVENTS])
+        return admin.admin_dashboard(request)
     if access.is_finance:
-        teams = teams_with_summary(access=access)
-        context["budget_teams"] = list(teams[:HOME_TEAMS])
-        context["team_total"] = teams.count()
-    if access.member_team_ids:
-        context["my_teams"] = list(my_teams_with_summary(access=access))
-    return render(request, "core/home.html", context)
+        return finance.finance_dashboard(request)
+    slug = Team.objects.filter(pk__in=access.member_team_ids).order_by("slug").values_list("slug", flat=True)[0]
+    return team.team_dashboard(request, slug)

@@ -32,11 +32,6 @@ def teams_with_summary(*, access: Access) -> QuerySet[Team]:
     return _with_summary(visible_teams(access=access))
 
 
-def my_teams_with_summary(*, access: Access) -> QuerySet[Team]:
-    """Only the teams the person belongs to, even when their role lets them see every team."""
-    return _with_summary(Team.objects.filter(id__in=access.member_team_ids).order_by("slug"))
-
-
 def team_members(*, team: Team) -> QuerySet[Membership]:
     return Membership.objects.filter(team=team).select_related("user").order_by("role", "user__username")
 
