@@ -30,6 +30,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.safestring import SafeString, mark_safe
 
 # Okabe & Ito (2008): blue, orange, bluish green, vermillion, reddish purple, sky blue, yellow, black.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -166,6 +167,18 @@ class Chart:
         return {"data": self.data, "layout": self.layout, "config": PLOT_CONFIG}
 
     @property
+    def spec_id(self) -> str:
+        return self.dom_id + "-spec"
+
+    def spec_script(self) -> SafeString:
+        """The spec in a `<script type="application/json">`, like Django's `json_script` but escaped with
+        `str.replace`: json_script's `str.translate` costs ~25 ms on a 2,000-point frontier, more than the rest of
+        the page. Same escapes (<, >, & as \\u escapes), so the JSON cannot close the script element."""
+        text = json.dumps(self.spec(), separators=(",", ":"), default=str)
+        text = text.replace("&", "\\u0026").replace("<", "\\u003C").replace(">", "\\u003E")
+        return mark_safe(f'<script id="{self.spec_id}" type="application/json">{text}</script>')  # noqa: S308
+
+    @property
     def table_rows(self) -> list[list[str]]:
         return [[cell(v) for v in row] for row in self.rows]
 
@@ -217,10 +230,6 @@ def render_dashboard(
     # One URL answers with the whole page or, to htmx, only the part that changes: caches must keep them apart.
     patch_vary_headers(response, ["HX-Request"])
     return response
-
-
-def spec_json(chart: Chart) -> str:
-    return json.dumps(chart.spec(), separators=(",", ":"))
 
 
 def assert_valid_figure(chart: Chart) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from decimal import Decimal
 from fractions import Fraction
 
@@ -109,3 +110,13 @@ def test_plotly_js_is_served_to_the_browser(client, settings):
     response = client.get("/static/" + PLOTLY_JS)
     assert response.status_code == 200
     assert b"plotly.js v" in b"".join(response.streaming_content)[:200]
+
+
+def test_spec_script_is_json_that_cannot_close_its_script_element():
+    chart = Chart(key="x y", title="t", data=[{"type": "bar", "x": ["</script><b>&"], "y": [1]}], rows=[["a", 1]])
+    tag = str(chart.spec_script())
+    assert tag.startswith('<script id="chart-x-y-spec" type="application/json">') and tag.endswith("</script>")
+    body = tag.removeprefix('<script id="chart-x-y-spec" type="application/json">').removesuffix("</script>")
+    assert "<" not in body and ">" not in body and "&" not in body
+    assert json.loads(body)["data"][0]["x"] == ["</script><b>&"]
+    assert json.loads(body)["config"]["displaylogo"] is False
