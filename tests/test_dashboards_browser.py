@@ -36,18 +36,9 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Viewport
 from apps.core.charts import WINDOWS
 from apps.metering.models import UsageDay, UsageHour, UsageMinute
 from apps.metering.rollup import local_day
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.dashboards_seed import PASSWORD, World, seed_world
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"

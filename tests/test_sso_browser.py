@@ -13,17 +13,8 @@ from apps.accounts.models import GroupTeamMapping, User
 from apps.accounts.tests.oidc_provider import sso_environment
 from apps.teams.models import Membership
 from apps.teams.tests.factories import TeamFactory
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 GROUP = "6e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a4b"
 
 

@@ -131,6 +131,35 @@ def base_layout(**overrides: Any) -> dict[str, Any]:
     return layout
 
 
+def line(
+    name: str, x: list[Any], y: list[Any], *, colour: str, dash: str = "solid", right: bool = False, **extra: Any
+) -> dict[str, Any]:
+    """A line trace: colour and dash together, so series differ by more than colour; `right` plots on yaxis2."""
+    trace: dict[str, Any] = {
+        "type": "scatter",
+        "mode": "lines",
+        "name": name,
+        "x": x,
+        "y": y,
+        "line": {"color": colour, "dash": dash, "width": 2} | extra.pop("line", {}),
+    }
+    if right:
+        trace["yaxis"] = "y2"
+    return trace | extra
+
+
+def right_axis(title: str, **extra: Any) -> dict[str, Any]:
+    """A second y axis on the right, over the first (for a trace made with `line(..., right=True)`)."""
+    return {
+        "title": {"text": title},
+        "overlaying": "y",
+        "tickmode": "auto",
+        "side": "right",
+        "rangemode": "tozero",
+        "showgrid": False,
+    } | extra
+
+
 @dataclass
 class Chart:
     """One figure and the table behind it."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from apps.core.charts import DASHES, PALETTE, Chart, base_layout, number, plot_time
+from apps.core.charts import DASHES, PALETTE, Chart, base_layout, line, number, plot_time, right_axis
 from apps.metering.histograms import INF
 from apps.metering.money import format_money
 from apps.metering.selectors import HISTOGRAM_NAMES, BudgetStatus
@@ -57,16 +57,16 @@ def latency_chart(series: EndpointSeries, name: str) -> Chart:
             values.append(found)
     x = _x(points)
     data = [
-        {
-            "type": "scatter",
-            "mode": "lines+markers" if len(points) < 30 else "lines",
-            "name": label,
-            "x": x,
-            "y": [v[i] for v in values],
-            "line": {"color": PALETTE[i], "dash": DASHES[i], "width": 2},
-            "marker": {"size": 5},
-            "hovertemplate": "%{y:.3f} s",
-        }
+        line(
+            label,
+            x,
+            [v[i] for v in values],
+            colour=PALETTE[i],
+            dash=DASHES[i],
+            mode="lines+markers" if len(points) < 30 else "lines",
+            marker={"size": 5},
+            hovertemplate="%{y:.3f} s",
+        )
         for i, label in enumerate(QUANTILES)
     ]
     return Chart(
@@ -87,34 +87,19 @@ def throughput_chart(series: EndpointSeries) -> Chart:
     points = series.points if series.requests or series.tokens else []
     x = _x(points)
     data = [
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "requests/s",
-            "x": x,
-            "y": [number(p.request_rate) for p in points],
-            "line": {"color": PALETTE[0], "dash": DASHES[0], "width": 2},
-        },
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "tokens/s (right)",
-            "x": x,
-            "y": [number(p.tokens_per_second, 2) for p in points],
-            "yaxis": "y2",
-            "line": {"color": PALETTE[1], "dash": DASHES[1], "width": 2},
-        },
+        line("requests/s", x, [number(p.request_rate) for p in points], colour=PALETTE[0], dash=DASHES[0]),
+        line(
+            "tokens/s (right)",
+            x,
+            [number(p.tokens_per_second, 2) for p in points],
+            colour=PALETTE[1],
+            dash=DASHES[1],
+            right=True,
+        ),
     ]
     layout = base_layout(
         yaxis={"title": {"text": "requests/s"}},
-        yaxis2={
-            "title": {"text": "tokens/s"},
-            "overlaying": "y",
-            "tickmode": "auto",
-            "side": "right",
-            "rangemode": "tozero",
-            "showgrid": False,
-        },
+        yaxis2=right_axis("tokens/s"),
         margin={"r": 56},
     )
     return Chart(
@@ -145,42 +130,20 @@ def load_chart(series: EndpointSeries) -> Chart:
     points = [p for p in series.points if p.gauge_samples]
     x = _x(points)
     data = [
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "running",
-            "x": x,
-            "y": [number(p.running, 2) for p in points],
-            "line": {"color": PALETTE[0], "dash": DASHES[0], "width": 2},
-        },
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "waiting",
-            "x": x,
-            "y": [number(p.waiting, 2) for p in points],
-            "line": {"color": PALETTE[3], "dash": DASHES[1], "width": 2},
-        },
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "KV cache % (right)",
-            "x": x,
-            "y": [number(p.kv_usage_percent, 1) for p in points],
-            "yaxis": "y2",
-            "line": {"color": PALETTE[2], "dash": DASHES[2], "width": 2},
-        },
+        line("running", x, [number(p.running, 2) for p in points], colour=PALETTE[0], dash=DASHES[0]),
+        line("waiting", x, [number(p.waiting, 2) for p in points], colour=PALETTE[3], dash=DASHES[1]),
+        line(
+            "KV cache % (right)",
+            x,
+            [number(p.kv_usage_percent, 1) for p in points],
+            colour=PALETTE[2],
+            dash=DASHES[2],
+            right=True,
+        ),
     ]
     layout = base_layout(
         yaxis={"title": {"text": "requests"}},
-        yaxis2={
-            "title": {"text": "KV cache %"},
-            "overlaying": "y",
-            "tickmode": "auto",
-            "side": "right",
-            "range": [0, 100],
-            "showgrid": False,
-        },
+        yaxis2=right_axis("KV cache %", range=[0, 100], rangemode="normal"),
         margin={"r": 56},
     )
     return Chart(
@@ -202,22 +165,15 @@ def replicas_chart(series: EndpointSeries) -> Chart:
     most = max((max(p.replicas, p.metric_replicas) for p in points), default=0)
     x = _x(points)
     data = [
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "billed replicas",
-            "x": x,
-            "y": [p.replicas for p in points],
-            "line": {"color": PALETTE[0], "dash": DASHES[0], "shape": "hv", "width": 2},
-        },
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "replicas in metrics",
-            "x": x,
-            "y": [p.metric_replicas for p in points],
-            "line": {"color": PALETTE[4], "dash": DASHES[1], "shape": "hv", "width": 2},
-        },
+        line("billed replicas", x, [p.replicas for p in points], colour=PALETTE[0], line={"shape": "hv"}),
+        line(
+            "replicas in metrics",
+            x,
+            [p.metric_replicas for p in points],
+            colour=PALETTE[4],
+            dash=DASHES[1],
+            line={"shape": "hv"},
+        ),
     ]
     return Chart(
         key="replicas",
