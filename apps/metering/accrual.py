@@ -23,7 +23,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce, NullIf
 
 from apps.endpoints.models import Endpoint
 from apps.inventory.models import GpuPrice
@@ -67,6 +68,10 @@ class PriceBook:
 
 def replicas_for_cost(endpoint: Endpoint) -> int:
     return endpoint.observed_replicas or endpoint.min_replicas
+
+
+# The same rule as a query expression over Endpoint rows, for sums in the database (selectors.hourly_burn).
+REPLICAS_FOR_COST = Coalesce(NullIf(F("observed_replicas"), Value(0)), F("min_replicas"))
 
 
 @dataclass

@@ -13,7 +13,6 @@ other's totals: the second waits for the first to commit and then reads its rows
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,11 +20,8 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Case, DecimalField, ExpressionWrapper, F, IntegerField, Q, QuerySet, Sum, Value, When
-from django.db.models.functions import Coalesce, NullIf
+from django.db.models.functions import Coalesce
 
-from apps.endpoints.models import Endpoint
-
-from .accrual import HOLDING, PriceBook
 from .models import TeamMonthCost, UsageDay
 
 _LOCK_MONTH = 7303
@@ -233,24 +229,3 @@ def endpoint_day_costs(endpoint_id: int, month: dt.date) -> list[PeriodCost]:
     """One endpoint's cost per day of a month (at most a few rows a day)."""
     last = _next_month(month) - dt.timedelta(days=1)
     return _period_costs(UsageDay.objects.filter(endpoint_id=endpoint_id, day__gte=month, day__lte=last), by_day=True)
-
-
-def hourly_burn(team_ids: Iterable[int] | None, *, now: dt.datetime) -> dict[int, dict[str, Decimal]]:
-    """What each team's endpoints holding GPUs cost per hour now, per currency: the same answer as
-    `selectors.hourly_burn`, but summed in the database per team and GPU type (two queries, a few hundred rows,
-    instead of one row per endpoint)."""
-    qs = Endpoint.objects.filter(state__in=HOLDING)
-    if team_ids is not None:
-        qs = qs.filter(team_id__in=list(team_ids))
-    gpus = Coalesce(NullIf(F("observed_replicas"), Value(0)), F("min_replicas")) * F("gpus_per_replica")
-    groups = list(qs.values("team_id", "gpu_type_id").annotate(gpus=Sum(gpus)).order_by())
-    prices = PriceBook([g["gpu_type_id"] for g in groups])
-    out: dict[int, dict[str, Decimal]] = defaultdict(dict)
-    for group in groups:
-        price = prices.at(group["gpu_type_id"], now)
-        if price is None or not group["gpus"]:
-            continue
-        rate, currency = price
-        team = out[group["team_id"]]
-        team[currency] = team.get(currency, Decimal(0)) + Decimal(rate) * group["gpus"]
-    return out

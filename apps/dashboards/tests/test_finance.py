@@ -420,16 +420,29 @@ def test_query_count_does_not_grow_with_teams(teams, client_for, finance_user, d
         valid(client.get(reverse("dashboards:finance_endpoint", args=[endpoint.pk])))
 
 
-def test_hourly_burn_summed_in_the_database_equals_the_selector(team_a, team_b):
+def test_hourly_burn_summed_in_the_database_follows_the_accrual_rule(team_a, team_b):
     from django.utils import timezone
 
-    from apps.metering import monthly, selectors
+    from apps.metering import selectors
+    from apps.metering.accrual import HOLDING, PriceBook, replicas_for_cost
 
     endpoint_for(team_a, "one", observed_replicas=3, gpus_per_replica=2)
     endpoint_for(team_a, "two", observed_replicas=0, min_replicas=2, max_replicas=4)
     endpoint_for(team_b, "gone", state=Endpoint.State.DELETED)
     endpoint_for(team_b, "free", price=None)
     now = timezone.now()
-    mine = monthly.hourly_burn(None, now=now)
-    assert mine == selectors.hourly_burn([team_a.pk, team_b.pk], now=now)
+    mine = selectors.hourly_burn(None, now=now)
+    # The same sum, endpoint by endpoint, with the rule accrual bills by (replicas_for_cost).
+    holding = list(Endpoint.objects.filter(state__in=HOLDING))
+    prices = PriceBook([e.gpu_type_id for e in holding])
+    expected: dict[int, dict[str, Fraction]] = {}
+    for e in holding:
+        price = prices.at(e.gpu_type_id, now)
+        if price is not None:
+            team = expected.setdefault(e.team_id, {})
+            team[price[1]] = (
+                team.get(price[1], Fraction(0)) + Fraction(price[0]) * replicas_for_cost(e) * e.gpus_per_replica
+            )
+    assert mine == expected
+    assert selectors.hourly_burn([team_a.pk, team_b.pk], now=now) == mine
     assert mine[team_a.pk] == {"USD": Fraction(5, 2) * (3 * 2 + 2)}  # 6 GPUs + 2 GPUs at 2.50/h

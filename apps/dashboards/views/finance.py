@@ -229,7 +229,7 @@ def finance_dashboard(request: HttpRequest) -> HttpResponse:
     ]
     for statement in statements:
         statement["is_closed"] = statement["status"] == Statement.Status.CLOSED
-    burn = monthly.hourly_burn(None, now=now) if current else None
+    burn = selectors.hourly_burn(None, now=now) if current else None
 
     costs: dict[int, dict[str, Decimal]] = defaultdict(dict)
     by_currency: dict[str, dict[int, Decimal]] = defaultdict(dict)
@@ -348,7 +348,7 @@ def finance_team(request: HttpRequest, slug: str) -> HttpResponse:
     }
     periods = monthly.endpoint_costs(team.pk, month)
     history = monthly.month_costs(months, team_ids=[team.pk])
-    burn = monthly.hourly_burn([team.pk], now=now) if current else None
+    burn = selectors.hourly_burn([team.pk], now=now) if current else None
 
     def name(p: monthly.PeriodCost) -> str:
         return str(endpoints.get(p.endpoint_id, {}).get("name") or f"endpoint {p.endpoint_id}")
