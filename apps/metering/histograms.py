@@ -12,6 +12,8 @@ upper bound of the last finite bucket when the rank falls into `+Inf`.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -67,6 +69,9 @@ def cumulative_buckets(parts: Sequence[Part], layouts: Mapping[int, Sequence[flo
     layout's upper bound: the cumulative count at a bound is the sum of each part's cumulative count at its
     largest bound not above it.
     """
+    if len(parts) == 1 and len(parts[0]["b"]) == len(layouts[parts[0]["l"]]) + 1:  # the usual case: one layout
+        single = list(itertools.accumulate(parts[0]["b"]))
+        return [*zip(layouts[parts[0]["l"]], single[:-1], strict=True), (INF, single[-1])]
     bounds = sorted({bound for part in parts for bound in layouts[part["l"]]})
     result: list[tuple[float, float]] = []
     prepared = []
@@ -106,31 +111,36 @@ def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
 
     None where Prometheus gives NaN: no observations, fewer than two buckets, or no +Inf bucket.
     """
+    return quantiles([q], buckets)[0]
+
+
+def quantiles(qs: Iterable[float], buckets: Sequence[tuple[float, float]]) -> list[float | None]:
+    """`quantile` for several q over the same buckets, fixing the cumulative counts once (a chart draws p50, p95
+    and p99 of each of hundreds of periods); each bucket is found by bisection, the counts never decreasing."""
+    valid = len(buckets) >= 2 and math.isinf(buckets[-1][0])
+    bounds = [bound for bound, _ in buckets] if valid else []
+    # Cumulative counts must not decrease (Prometheus fixes this the same way), starting from 0.
+    counts = list(itertools.accumulate((count for _, count in buckets), max, initial=0.0))[1:] if valid else []
+    return [_quantile_at(q, bounds, counts) for q in qs]
+
+
+def _quantile_at(q: float, bounds: Sequence[float], counts: Sequence[float]) -> float | None:
     if math.isnan(q):
         return None
     if q < 0:
         return -INF
     if q > 1:
         return INF
-    if len(buckets) < 2 or not math.isinf(buckets[-1][0]):
+    if not counts or counts[-1] == 0:  # too few buckets, no +Inf bucket, or no observations
         return None
-    # Cumulative counts must not decrease (Prometheus fixes this the same way).
-    fixed: list[tuple[float, float]] = []
-    highest = 0.0
-    for bound, count in buckets:
-        highest = max(highest, count)
-        fixed.append((bound, highest))
-    observations = fixed[-1][1]
-    if observations == 0:
-        return None
-    rank = q * observations
-    index = next(i for i, (_, count) in enumerate(fixed) if count >= rank)
-    if index == len(fixed) - 1:
-        return fixed[-2][0]
-    upper, count_at = fixed[index]
+    rank = q * counts[-1]
+    index = bisect.bisect_left(counts, rank)
+    if index == len(counts) - 1:
+        return bounds[-2]
+    upper, count_at = bounds[index], counts[index]
     if index == 0 and upper <= 0:
         return upper
-    lower, count_below = (0.0, 0.0) if index == 0 else fixed[index - 1]
+    lower, count_below = (0.0, 0.0) if index == 0 else (bounds[index - 1], counts[index - 1])
     in_bucket = count_at - count_below
     if in_bucket <= 0:
         return lower

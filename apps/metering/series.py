@@ -8,12 +8,10 @@ long its history. Each read is a range scan on the (endpoint, period, ...) uniqu
 from __future__ import annotations
 
 import datetime as dt
-from bisect import bisect_left
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from functools import cached_property
-from itertools import accumulate
 from typing import Any
 
 from django.db.models import QuerySet
@@ -22,7 +20,7 @@ from django.utils import timezone
 
 from apps.core.charts import WINDOWS, Window, plot_time
 
-from .histograms import cumulative_buckets, merge_parts, quantile
+from .histograms import cumulative_buckets, merge_parts, quantiles
 from .models import UsageDay, UsageHour, UsageMinute
 from .money import SECONDS_PER_HOUR, exact_cost
 from .rollup import statement_zone
@@ -124,35 +122,10 @@ def day_range(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
 
 
 def _quantiles(parts: list[dict[str, Any]] | None, layouts: dict[int, list[float]]) -> dict[str, float | None]:
-    """p50/p95/p99 of one histogram, as `selectors.percentile` computes each, with the cumulative buckets built
-    once (and without merging layouts when there is only one, the usual case): a week of hours is 504 of these."""
+    """p50/p95/p99 of one histogram, as `selectors.percentile` computes each, with the buckets built once."""
     if not parts:
         return dict.fromkeys(QUANTILES)
-    bounds = layouts[parts[0]["l"]]
-    counts = parts[0]["b"]
-    if len(parts) > 1 or len(counts) != len(bounds) + 1 or min(counts) < 0 or len(bounds) < 1:
-        buckets = cumulative_buckets(parts, layouts)
-        return {label: quantile(q, buckets) for label, q in QUANTILES.items()}
-    cumulative = list(accumulate(counts))
-    total = cumulative[-1]
-    if total == 0:
-        return dict.fromkeys(QUANTILES)
-    out: dict[str, float | None] = {}
-    for label, q in QUANTILES.items():
-        # histograms.quantile, with the bucket found by bisection (the counts never decrease here).
-        rank = q * total
-        index = bisect_left(cumulative, rank)
-        if index == len(bounds):
-            out[label] = bounds[-1]
-            continue
-        upper, count_at = bounds[index], cumulative[index]
-        if index == 0 and upper <= 0:
-            out[label] = upper
-            continue
-        lower, below = (0.0, 0.0) if index == 0 else (bounds[index - 1], cumulative[index - 1])
-        inside = count_at - below
-        out[label] = lower if inside <= 0 else lower + (upper - lower) * ((rank - below) / inside)
-    return out
+    return dict(zip(QUANTILES, quantiles(QUANTILES.values(), cumulative_buckets(parts, layouts)), strict=True))
 
 
 def endpoint_series(endpoint_id: int, window: Window | str, now: dt.datetime | None = None) -> EndpointSeries:

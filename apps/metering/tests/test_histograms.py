@@ -82,3 +82,20 @@ def test_bucket_containing():
     assert bucket_containing(0.1, [0.1, 0.3]) == (0.0, 0.1)
     assert bucket_containing(0.2, [0.1, 0.3]) == (0.1, 0.3)
     assert bucket_containing(9.0, [0.1, 0.3]) == (0.3, INF)
+
+
+def test_one_layout_takes_the_short_way_to_the_same_cumulative_buckets_and_quantiles():
+    import random
+
+    from apps.metering.histograms import cumulative_buckets, quantile, quantiles
+
+    rng = random.Random(5)
+    layouts = {1: [0.01 * 2**i for i in range(12)]}
+    for _ in range(100):
+        part = {"l": 1, "b": [rng.randint(0, 9) for _ in range(13)], "s": 0, "c": 0}
+        zeros = {"l": 1, "b": [0] * 13, "s": 0, "c": 0}
+        short = cumulative_buckets([part], layouts)
+        general = cumulative_buckets([part, zeros], layouts)  # two parts: the general merge
+        assert short == general
+        qs = [0.0, 0.5, 0.95, 0.99, 1.0]
+        assert quantiles(qs, short) == [quantile(q, general) for q in qs]
