@@ -133,6 +133,19 @@ def team_reservations(*, team: Team) -> list[QuotaFit]:
     ]
 
 
+def reserved_by_team_and_type() -> dict[tuple[int, int], int]:
+    """GPUs held per (team id, GPU type id), counted as `team_reservations` counts them: GPUs per replica x max
+    replicas of each endpoint in a reserving state. One query, ids only; the admin dashboard shares it between quota
+    use (teams.selectors.quota_use) and cluster capacity (inventory.selectors.capacity_by_gpu_type)."""
+    rows = (
+        Endpoint.objects.filter(state__in=Endpoint.RESERVING)
+        .values_list("team_id", "gpu_type_id")
+        .annotate(total=Coalesce(Sum(RESERVATION), 0))
+        .order_by()
+    )
+    return {(team_id, gpu_type_id): int(total) for team_id, gpu_type_id, total in rows}
+
+
 def pending_counts() -> dict[str, int]:
     return {
         "endpoints": Endpoint.objects.filter(state=Endpoint.State.PENDING_APPROVAL).count(),

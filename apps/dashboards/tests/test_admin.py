@@ -15,9 +15,11 @@ from apps.catalog.tests.factories import CatalogModelFactory
 from apps.core.charts import assert_valid_figure
 from apps.endpoints.models import Endpoint, Operation
 from apps.endpoints.tests.factories import EndpointFactory, QuotaRequestFactory
-from apps.inventory.charts import Capacity, capacity_by_gpu_type, capacity_chart
+from apps.inventory.charts import capacity_chart
+from apps.inventory.selectors import Capacity, capacity_by_gpu_type
 from apps.inventory.tests.factories import ClusterFactory, ClusterGpuInventoryFactory, GpuTypeFactory
-from apps.teams.charts import QuotaUse, quota_use, quota_use_chart
+from apps.teams.charts import quota_use_chart
+from apps.teams.selectors import QuotaUse, quota_use
 from apps.teams.tests.factories import GpuQuotaFactory, TeamFactory
 
 URL = "/dashboards/admin/"

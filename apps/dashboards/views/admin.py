@@ -9,9 +9,11 @@ from apps.audit.selectors import audit_events, with_changes
 from apps.core.charts import render_dashboard
 from apps.core.selectors import platform_counts
 from apps.endpoints.models import Operation
-from apps.endpoints.selectors import pending_counts
-from apps.inventory.charts import capacity_by_gpu_type, capacity_chart
-from apps.teams.charts import quota_use, quota_use_chart, reserved_by_team_and_type
+from apps.endpoints.selectors import pending_counts, reserved_by_team_and_type
+from apps.inventory.charts import capacity_chart
+from apps.inventory.selectors import capacity_by_gpu_type
+from apps.teams.charts import quota_use_chart
+from apps.teams.selectors import quota_use
 
 from ..tabs import dashboard_tabs
 
